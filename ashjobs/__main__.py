@@ -1,0 +1,3 @@
+from ashjobs.cli import main
+
+main()

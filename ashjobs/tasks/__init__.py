@@ -1,0 +1,142 @@
+"""The task registry: `@ashjobs.task("name", ...)` registers a sync or async function.
+
+A task is called with its job's args as keyword arguments. A task declared with `context=True` also gets a
+`JobContext` first (job id, attempt, actor, and the node's services, for tasks that need the database).
+A task ends its attempt by returning (success) or raising: `Snooze(seconds)` runs it again later without
+burning an attempt, `Cancel(reason)` ends the job `cancelled`, `Discard(reason)` ends it `discarded`, any
+other exception is a failure (retried with backoff until max_attempts).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ashjobs.config import parse_duration
+from ashjobs.errors import UnknownTask, UsageError
+from ashjobs.queue import DEFAULT_MAX_ATTEMPTS, Unique
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Snooze(Exception):  # noqa: N818 - a control-flow signal, not an error
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"snoozed for {seconds}s")
+        self.seconds = float(seconds)
+
+
+class Cancel(Exception):  # noqa: N818
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Discard(Exception):  # noqa: N818
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Task:
+    name: str
+    fn: Callable[..., Any]
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout: float | None = None
+    backoff: Callable[[int], float] | None = None
+    unique: Unique | None = None
+    context: bool = False
+    routed: bool = False  # a poll check: runs on a poller (partition defaults to "default")
+    is_async: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.is_async = inspect.iscoroutinefunction(self.fn)
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    attempt: int
+    max_attempts: int
+    task: str
+    queue: str
+    node: str
+    actor: str | None
+    meta: dict[str, Any]
+    services: Any = None  # the daemon's services (store writer, config) on the scheduler; None on pollers
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+_REGISTRY: dict[str, Task] = {}
+_lock = threading.Lock()
+_loaded_builtins = False
+_loaded_entry_points = False
+
+
+def task(name: str, *, queue: str = "default", priority: int = 0, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+         timeout: str | float | None = None, backoff: Callable[[int], float] | None = None,
+         unique: Unique | None = None, context: bool = False, routed: bool = False) -> Callable[[F], F]:
+    """Register `fn` as task `name`. `timeout` is seconds or a duration string like "30s"."""
+    t = parse_duration(timeout) if isinstance(timeout, str) else timeout
+
+    def deco(fn: F) -> F:
+        register(Task(name, fn, queue=queue, priority=priority, max_attempts=max_attempts, timeout=t,
+                      backoff=backoff, unique=unique, context=context, routed=routed))
+        return fn
+
+    return deco
+
+
+def register(t: Task) -> None:
+    with _lock:
+        _REGISTRY[t.name] = t
+
+
+def _ensure_builtins() -> None:
+    global _loaded_builtins
+    if not _loaded_builtins:
+        _loaded_builtins = True
+        importlib.import_module("ashjobs.tasks.builtin")
+        for mod in ("ashjobs.tasks.checks",):
+            try:
+                importlib.import_module(mod)
+            except ModuleNotFoundError as e:
+                if e.name != mod:
+                    raise
+
+
+def load_modules(modules: list[str], *, entry_points: bool = True) -> None:
+    """Import user task modules ([app] modules) and the `ashjobs.tasks` entry-point group."""
+    global _loaded_entry_points
+    _ensure_builtins()
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise UsageError(f"[app] modules: cannot import {mod!r}: {e}") from None
+    if entry_points and not _loaded_entry_points:
+        _loaded_entry_points = True
+        from importlib.metadata import entry_points as eps
+
+        for ep in eps(group="ashjobs.tasks"):
+            ep.load()
+
+
+def get(name: str) -> Task:
+    _ensure_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownTask(f"unknown task {name!r} (known tasks: {known})") from None
+
+
+def names() -> list[str]:
+    _ensure_builtins()
+    return sorted(_REGISTRY)
