@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import re
 import socket
@@ -93,9 +94,17 @@ SECTIONS: dict[str, str] = {
     "node": "ashjobs.config:NodeConfig",
     "store": "ashjobs.config:StoreConfig",
     "app": "ashjobs.config:AppConfig",
+    "cluster": "ashjobs.cluster.config:ClusterConfig",
+    "notify": "ashjobs.notify:NotifyConfig",
+    "metrics": "ashjobs.metrics:MetricsConfig",
+    "apps": "ashjobs.apps.config:AppsConfig",
 }
 # Sections written as arrays of tables ([[cron]]): key → "module:Class" of one entry.
-LIST_SECTIONS: dict[str, str] = {}
+LIST_SECTIONS: dict[str, str] = {
+    "cron": "ashjobs.cron:CronEntry",
+    "trigger": "ashjobs.triggers:TriggerConfig",
+    "poll": "ashjobs.poll:PollEntry",
+}
 
 
 @dataclass
@@ -142,7 +151,9 @@ class Config:
     def as_dict(self) -> dict[str, Any]:
         """The effective config (defaults filled in) as TOML-shaped data, for `config check`."""
         out: dict[str, Any] = {}
-        for name in list(SECTIONS) + list(LIST_SECTIONS):
+        for name in [*SECTIONS, *LIST_SECTIONS]:
+            if not _available({**SECTIONS, **LIST_SECTIONS}[name]):
+                continue
             value = self.section(name)
             out[name] = [_dump(v) for v in value] if isinstance(value, list) else _dump(value)
         out["queues"] = dict(self.queues)
@@ -152,6 +163,14 @@ class Config:
 def _resolve(ref: str) -> type:
     module, _, attr = ref.partition(":")
     return typing.cast(type, getattr(importlib.import_module(module), attr))
+
+
+def _available(ref: str) -> bool:
+    """A section whose module is not part of this copy is unknown rather than a crash."""
+    try:
+        return importlib.util.find_spec(ref.partition(":")[0]) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _dump(obj: Any) -> Any:
@@ -323,11 +342,11 @@ def from_dict(raw: dict[str, Any], *, path: Path | None = None, data_dir: str | 
     for key, value in raw.items():
         if key == "queues":
             queues = _queues(value, where)
-        elif key in SECTIONS:
+        elif key in SECTIONS and _available(SECTIONS[key]):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: {key}: expected a table [{key}]")
             sections[key] = _build(_resolve(SECTIONS[key]), value, key, where)
-        elif key in LIST_SECTIONS:
+        elif key in LIST_SECTIONS and _available(LIST_SECTIONS[key]):
             if not isinstance(value, list):
                 raise ConfigError(f"{where}: {key}: expected an array of tables [[{key}]]")
             cls = _resolve(LIST_SECTIONS[key])
@@ -339,7 +358,7 @@ def from_dict(raw: dict[str, Any], *, path: Path | None = None, data_dir: str | 
                 entries.append(_build(cls, entry, label, where))
             sections[key] = entries
         else:
-            known = ", ".join(sorted([*SECTIONS, *LIST_SECTIONS, "queues"]))
+            known = ", ".join(sorted([*(k for k, ref in {**SECTIONS, **LIST_SECTIONS}.items() if _available(ref)), "queues"]))
             raise ConfigError(f"{where}: {key}: unknown section (known sections: {known})")
     cfg = Config(path=path, sections=sections, queues=queues, raw=raw)
     env_dir = data_dir or os.environ.get("ASHJOBS_DATA_DIR")

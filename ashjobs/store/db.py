@@ -57,14 +57,14 @@ def migrate(conn: sqlite3.Connection, path: Path | str) -> int:
             version = schema_version(conn)
             if version >= SCHEMA_VERSION:
                 break
-            for statement in _statements(MIGRATIONS[version]):
+            for statement in split_statements(MIGRATIONS[version]):
                 conn.execute(statement)
             version += 1
             conn.execute(f"PRAGMA user_version = {version}")
     return version
 
 
-def _statements(script: str) -> list[str]:
+def split_statements(script: str) -> list[str]:
     """Split a migration into statements (executescript would commit our transaction)."""
     out, buf = [], ""
     for line in script.splitlines(keepends=True):
