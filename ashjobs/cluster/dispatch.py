@@ -302,10 +302,13 @@ class Dispatcher:
                 await self._mark_waiting()
                 if self.registry.version != self._persisted:
                     self._persisted = self.registry.version
-                    rows, now = self.registry.rows(), self.svc.clock.now()
-                    await self.svc.write(lambda conn: sp.replace_peers(conn, rows, self.svc.node, now))
+                    await self._persist()
             except sqlite3.Error as e:
                 log.error("cluster: housekeeping failed: %s", e)
+
+    async def _persist(self) -> None:
+        rows, now, node = self.registry.rows(), self.svc.clock.now(), self.svc.node
+        await self.svc.write(lambda conn: sp.replace_peers(conn, rows, node, now))
 
     async def _expire_orphans(self) -> None:
         expired = sp.expired_routed(self.svc.store.conn, self.svc.clock.now())
@@ -370,7 +373,7 @@ class Dispatcher:
             lost = await self.svc.write(lambda conn: sj.renew(conn, ask, expires))
         gone = set(lost)
         mono = self.svc.clock.monotonic()
-        for job_id, token in renewal.renewed:
+        for job_id, _ in renewal.renewed:
             if job_id in gone:
                 self.leases.forget(job_id)
         for job_id, token in renewal.unknown:

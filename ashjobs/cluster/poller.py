@@ -65,6 +65,7 @@ class Runner:
         self.upstreams: dict[str, Upstream] = {}
         self.draining = False
         self._threads: ThreadPoolExecutor | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -87,8 +88,9 @@ class Runner:
         if up.live and up.peer is not peer:
             if not (registered and up.peer is not None and up.peer.role == "server"):
                 return False
-            old = up.peer
-            asyncio.ensure_future(old.close("replaced by our own registration"))
+            closing = asyncio.ensure_future(up.peer.close("replaced by our own registration"))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         up.peer = peer
         up.kick.set()
         log.info("cluster: working for scheduler %s (%s)", node, "registered" if registered else "dialled")

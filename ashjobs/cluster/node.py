@@ -1,0 +1,275 @@
+"""`ClusterNode(svc)`: the daemon component that joins this node to its cluster.
+
+It listens for RPC, dials the pollers it knows (static peers, mDNS sightings, and itself when it has both
+roles: its own poller is reached through the same RPC path and leases as any other) and, as a poller, registers
+with a configured `scheduler`. Each connection says what it is for: the dialler sends `link` = "dispatch" (I am
+a scheduler, run my jobs) or "register" (I am a poller, send me jobs); the other end plays the other part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ashjobs.cluster.dispatch import Dispatcher
+from ashjobs.cluster.poller import Runner
+from ashjobs.cluster.registry import Source
+
+if TYPE_CHECKING:
+    from ashjobs.cluster.config import ClusterConfig
+    from ashjobs.cluster.rpc import Peer, Server
+    from ashjobs.config import Config
+    from ashjobs.services import Services
+
+log = logging.getLogger("ashjobs.cluster")
+
+PROTOCOL = 1
+
+
+def secret_path(cfg: Config) -> Path:
+    cluster: ClusterConfig = cfg.section("cluster")
+    return cluster.secret_path(cfg.data_dir)
+
+
+def ensure_secret(cfg: Config) -> tuple[Path, bool]:
+    """For `ashjobs init`: create the cluster secret if there is none. Returns (path, created)."""
+    from ashjobs.cluster.secret import create_secret
+
+    path = secret_path(cfg)
+    if path.exists():
+        return path, False
+    create_secret(path)
+    return path, True
+
+
+class ClusterNode:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.cfg: ClusterConfig = svc.cfg.section("cluster")
+        node = svc.cfg.node
+        self.roles = set(node.roles)
+        ttl, hb = self.cfg.lease_ttl, self.cfg.heartbeat_interval
+        self.ttl = ttl
+        self.dispatcher = Dispatcher(svc, lease_ttl=ttl, heartbeat=hb) if "scheduler" in self.roles else None
+        self.runner = (Runner(svc, capacity=node.capacity, lease_ttl=ttl, heartbeat=hb)
+                       if "poller" in self.roles else None)
+        self.server: Server | None = None
+        self.port = 0
+        self._secret = b""
+        self._client_ssl: Any = None
+        self._handlers: dict[str, Any] = {}
+        self._dials: dict[str, asyncio.Task[None]] = {}
+        self._addr_node: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._mdns: Any = None
+        self._cluster_id = ""
+        svc.extras["cluster"] = self
+
+    # --- identity ----------------------------------------------------------------------------------------
+
+    def address(self) -> str:
+        adv = self.cfg.advertise_addr
+        if adv is not None:
+            return f"{adv[0]}:{adv[1]}"
+        host = self.cfg.listen_addr[0]
+        return f"{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{self.port}"
+
+    def info(self, link: str | None = None) -> dict[str, Any]:
+        node = self.svc.cfg.node
+        out: dict[str, Any] = {"v": PROTOCOL, "roles": sorted(self.roles), "partition": node.partition,
+                               "domains": list(node.domains), "cap": node.capacity, "address": self.address(),
+                               "lease_ttl": self.ttl, "cluster": self._cluster_id}
+        if link is not None:
+            out["link"] = link
+        return out
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        from ashjobs.cluster import rpc
+        from ashjobs.cluster.secret import cluster_id, load_secret
+
+        self._secret = load_secret(secret_path(self.svc.cfg))
+        self._cluster_id = cluster_id(self._secret)
+        server_ssl = None
+        if self.cfg.tls.enabled:
+            server_ssl, self._client_ssl = rpc.tls_contexts(self.cfg.tls.cert, self.cfg.tls.key, self.cfg.tls.ca)
+        if self.dispatcher is not None:
+            self._handlers.update(self.dispatcher.handlers())
+        if self.runner is not None:
+            self._handlers.update(self.runner.handlers())
+        host, port = self.cfg.listen_addr
+        self.server = await rpc.serve(host, port, secret=self._secret, node=self.svc.node, info=self.info(),
+                                      handlers=self._handlers, on_peer=self._on_peer, max_frame=self.cfg.max_frame,
+                                      ssl=server_ssl, idle_timeout=self.ttl)
+        self.port = self.server.port
+        log.info("cluster: %s listening on %s:%d as %s", self.svc.node, host, self.port, "+".join(sorted(self.roles)))
+        loops: list[Any] = []
+        if self.dispatcher is not None:
+            loops.append(self.dispatcher.run())
+            if "static" in self.cfg.discovery:
+                for peer in self.cfg.peers:
+                    self.dial(peer, "dispatch", "static")
+            if self.runner is not None:  # our own poller, through the same path as any other
+                self.dial(self.address() if self.cfg.advertise_addr is None else f"127.0.0.1:{self.port}",
+                          "dispatch", "static")
+        if self.runner is not None:
+            loops.append(self.runner.run())
+            if self.cfg.scheduler:
+                self.dial(self.cfg.scheduler, "register", "registered")
+        if "mdns" in self.cfg.discovery:
+            self._start_mdns()
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            await self._close()
+
+    async def drain(self, grace: float) -> None:
+        self._stop_mdns()
+        if self.runner is not None:
+            await self.runner.drain(grace)
+
+    async def _close(self) -> None:
+        self._stop_mdns()
+        for t in [*self._dials.values(), *self._tasks]:
+            t.cancel()
+        await asyncio.gather(*self._dials.values(), *self._tasks, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.close()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
+        if self.server is not None:
+            await self.server.close()
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    # --- links -------------------------------------------------------------------------------------------
+
+    def dial(self, address: str, link: str, source: Source) -> None:
+        key = f"{link} {address}"
+        if key not in self._dials or self._dials[key].done():
+            self._dials[key] = asyncio.create_task(self._dial_loop(address, link, source), name=f"dial {key}")
+
+    def undial(self, address: str, link: str) -> None:
+        """mDNS said goodbye: stop redialling (a live link stays until it closes on its own)."""
+        task = self._dials.pop(f"{link} {address}", None)
+        node = self._addr_node.get(address)
+        if task is not None and not (self.dispatcher and self.dispatcher.linked_to(node)):
+            task.cancel()
+
+    async def _dial_loop(self, address: str, link: str, source: Source) -> None:
+        from ashjobs.cluster import rpc
+        from ashjobs.cluster.config import DEFAULT_PORT, parse_hostport
+
+        host, port = parse_hostport(address, DEFAULT_PORT)
+        pause, warned = 0.1, False
+        while True:
+            existing = self._live_link(self._addr_node.get(address), link)
+            if existing is not None:  # reached over another connection: wait for that one to end
+                await existing.closed.wait()
+                continue
+            try:
+                peer = await rpc.connect(host, port, secret=self._secret, node=self.svc.node, info=self.info(link),
+                                         handlers=self._handlers, timeout=min(5.0, self.ttl),
+                                         max_frame=self.cfg.max_frame, ssl=self._client_ssl, idle_timeout=self.ttl)
+            except Exception as e:
+                (log.debug if warned else log.warning)("cluster: cannot reach %s (%s): %s", address, link, e)
+                warned = True
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, max(1.0, self.ttl / 2))
+                continue
+            pause, warned = 0.1, False
+            self._addr_node[address] = peer.remote_node
+            if not self._attach(peer, link, source, address):
+                await peer.close("not needed: already linked, or the peer's roles do not fit")
+                await asyncio.sleep(max(5.0, self.ttl))
+                continue
+            await peer.closed.wait()
+            self._detach(peer, link)
+
+    def _live_link(self, node: str | None, link: str) -> Peer | None:
+        if node is None:
+            return None
+        if link == "dispatch" and self.dispatcher is not None:
+            peer = self.dispatcher.links.get(node)
+        elif link == "register" and self.runner is not None:
+            up = self.runner.upstreams.get(node)
+            peer = up.peer if up is not None else None
+        else:
+            return None
+        return peer if peer is not None and not peer.closed.is_set() else None
+
+    def _attach(self, peer: Peer, link: str, source: Source, address: str) -> bool:
+        """`link` is what the dialler asked for; we play the part that goes with it on our end."""
+        if link == "dispatch":
+            return self.dispatcher.adopt(peer, source, address) if self.dispatcher is not None else False
+        if link == "register":
+            return self.runner.adopt(peer, registered=True) if self.runner is not None else False
+        return False
+
+    def _detach(self, peer: Peer, link: str) -> None:
+        if link == "dispatch" and self.dispatcher is not None:
+            self.dispatcher.dropped(peer)
+        if link == "register" and self.runner is not None:
+            self.runner.dropped(peer)
+
+    def _on_peer(self, peer: Peer) -> None:
+        """An inbound connection: a scheduler that wants our poller, or a poller registering with us."""
+        link = peer.remote_info.get("link")
+        ok = False
+        if link == "dispatch" and self.runner is not None:
+            ok = self.runner.adopt(peer, registered=False)
+            mine = "register"
+        elif link == "register" and self.dispatcher is not None:
+            addr = peer.remote_info.get("address")
+            address = addr if isinstance(addr, str) and len(addr) < 300 else f"{peer.remote_addr[0]}:?"
+            ok = self.dispatcher.adopt(peer, "registered", address)
+            mine = "dispatch"
+        if not ok:
+            log.info("cluster: closing link from %s (%s): not needed here", peer.remote_node, link)
+            self._spawn(peer.close("not needed: already linked, or roles do not fit"))
+            return
+
+        async def watch() -> None:
+            await peer.closed.wait()
+            self._detach(peer, mine)
+
+        self._spawn(watch())
+
+    # --- mDNS --------------------------------------------------------------------------------------------
+
+    def _start_mdns(self) -> None:
+        try:
+            from ashjobs.cluster import discovery
+        except ImportError:
+            log.info("cluster: mDNS discovery not available in this build")
+            return
+        self._mdns = discovery.start(self)  # type: ignore[attr-defined]
+
+    def _stop_mdns(self) -> None:
+        if self._mdns is not None:
+            mdns, self._mdns = self._mdns, None
+            with contextlib.suppress(Exception):
+                mdns.close()
+
+    def seen(self, event: str, info: dict[str, Any]) -> None:
+        """An mDNS event (added/updated/removed) about a node of our cluster. Discovery only: never liveness."""
+        if self.dispatcher is None or info.get("node") == self.svc.node:
+            return
+        if info.get("cluster") != self._cluster_id or "poller" not in str(info.get("role", "")):
+            return
+        address = info.get("address")
+        if not isinstance(address, str):
+            return
+        if event == "removed":
+            self.dispatcher.registry.drop_address(address)
+            self.undial(address, "dispatch")
+            return
+        self.dispatcher.registry.add_address(address, "mdns", info)
+        self.dial(address, "dispatch", "mdns")
