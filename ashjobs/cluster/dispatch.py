@@ -59,6 +59,7 @@ def _result(item: Any, node: str, now: float) -> sj.Result:
     job_id, token = item.get("id"), item.get("token")
     outcome, error = item.get("outcome"), item.get("error")
     duration, snooze, backoff = item.get("duration", 0.0), item.get("snooze"), item.get("backoff")
+    discard = item.get("discard") is True
     if not isinstance(job_id, int) or not isinstance(token, int):
         raise BadParams("results: id and token must be integers")
     if not (outcome is None and isinstance(snooze, int | float)) and outcome not in OUTCOMES:
@@ -73,13 +74,14 @@ def _result(item: Any, node: str, now: float) -> sj.Result:
     duration = float(duration or 0.0)
     # The poller's wall clock may be off: the attempt's start is placed on ours.
     return sj.Result(job_id, token, outcome, node, now - duration, duration, error[:4000] if error else None,
-                     float(snooze) if snooze is not None else None, float(backoff) if backoff is not None else None)
+                     float(snooze) if snooze is not None else None, float(backoff) if backoff is not None else None,
+                     discard=discard and outcome == "failure")
 
 
 def _finish_hooks() -> Any:
     from ashjobs import tasks
 
-    return getattr(tasks, "run_finish_hooks", None)
+    return tasks.run_finish_hooks
 
 
 class Dispatcher:

@@ -99,3 +99,8 @@ def routed_executing(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, 
     rows = conn.execute(f"SELECT id, lease_owner, lease_token FROM jobs WHERE state = 'executing' "
                         f"AND id IN ({','.join('?' * len(ids))})", list(ids))
     return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def summary(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
+    """The `peers` part of `status`."""
+    return list_peers(conn)
