@@ -395,7 +395,13 @@ class Dispatcher:
         raw = params.get("results")
         if not isinstance(raw, list) or len(raw) > MAX_LIST:
             self._bad("results: expected a list")
-        results = self._checked(lambda: [_result(item, node, now) for item in raw])  # type: ignore[union-attr]
+        results, bad = [], 0
+        for item in raw:  # type: ignore[union-attr]
+            try:
+                results.append(_result(item, node, now))
+            except BadParams as e:
+                bad += 1
+                log.warning("cluster: ignored a malformed result from %s: %s", node, e)
         hooks = _finish_hooks()
 
         def write(conn: sqlite3.Connection) -> list[sj.Result]:
@@ -415,7 +421,7 @@ class Dispatcher:
                         [r.job_id for r in refused][:20])
         self.registry.set_leased(node, self.leases.held_by(node))
         self._wake.set()
-        return {"stop": [r.job_id for r in refused]}
+        return {"stop": [r.job_id for r in refused], "malformed": bad}
 
     async def on_draining(self, peer: Peer, params: dict[str, Any]) -> None:
         node = self._node_of(peer)

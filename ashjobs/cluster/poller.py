@@ -17,6 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ashjobs.cluster.rpc import RpcError
+
 if TYPE_CHECKING:
     from ashjobs.cluster.rpc import Peer
     from ashjobs.services import Services
@@ -174,7 +176,7 @@ class Runner:
         from ashjobs.store.jobs import Result
 
         started = time.monotonic()
-        r = Result(run.job_id, run.token, None, self.svc.node, self.svc.clock.now(), 0.0)
+        r = Result(run.job_id, run.token, "success", self.svc.node, self.svc.clock.now(), 0.0)
         try:
             await run_task(job, self.svc.node, None, r)
         except asyncio.CancelledError:
@@ -206,6 +208,9 @@ class Runner:
                 assert up.peer is not None
                 try:
                     reply = await up.peer.call("result", {"results": batch}, timeout=up.ttl)
+                except RpcError as e:  # the scheduler read and rejected them: sending again would not help
+                    log.error("cluster: scheduler %s rejected %d result(s): %s", up.node, len(batch), e)
+                    reply = None
                 except Exception as e:
                     log.info("cluster: cannot deliver %d result(s) to %s yet: %s", len(batch), up.node, e)
                     await asyncio.sleep(min(1.0, up.ttl / 4))
