@@ -1,0 +1,156 @@
+"""mDNS discovery: TXT records (pure), and real zeroconf between network namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from netns import NetnsLab, netns_lab  # noqa: F401  (the fixture)
+
+from ashjobs.cluster.discovery import parse_txt, txt_record
+from ashjobs.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = str(Path(__file__).resolve().parent / "mdns_agent.py")
+
+NODE = {"node": "poller-a", "role": ["poller"], "partition": "P1", "domains": ["site-a", "site-b"], "cap": 10,
+        "cluster": "0123456789ab"}
+
+
+# -- TXT records (pure) --------------------------------------------------------------------------------
+
+
+def test_txt_record_round_trips() -> None:
+    props = txt_record(NODE)
+    assert props == {"v": "1", "node": "poller-a", "role": "poller", "partition": "P1", "domain": "site-a,site-b",
+                     "cap": "10", "cluster": "0123456789ab"}
+    wire = {k.encode(): v.encode() for k, v in props.items()}
+    assert parse_txt(wire) == {"v": "1", "node": "poller-a", "role": ["poller"], "partition": "P1",
+                               "domains": ["site-a", "site-b"], "cap": 10, "cluster": "0123456789ab"}
+
+
+def test_txt_record_accepts_config_spellings() -> None:
+    props = txt_record({"node": "n", "roles": ["scheduler", "poller"], "domain": "x", "capacity": 3,
+                        "cluster": "c"})
+    assert props["role"] == "scheduler,poller" and props["domain"] == "x" and props["cap"] == "3"
+    assert props["partition"] == "default"
+    assert txt_record({**NODE, "domains": []})["domain"] == ""
+
+
+def test_txt_entry_of_exactly_255_bytes_fits_and_256_does_not() -> None:
+    # "domain=" is 7 bytes; 248 more make 255
+    fits = ["d" * 100, "e" * 100, "f" * 46]
+    assert len("domain=" + ",".join(fits)) == 255
+    txt_record({**NODE, "domains": fits})
+    with pytest.raises(ConfigError) as e:
+        txt_record({**NODE, "domains": [*fits[:2], "f" * 47]})
+    assert str(e.value) == ("mDNS: TXT entry 'domain' would be 256 bytes (limit 255): too many or too long "
+                            "[node] domains to advertise over mDNS; shorten them or run this poller as several nodes")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"partition": "p" * 250}, "mDNS: TXT entry 'partition' would be 260 bytes (limit 255): shorten the partition"),
+    ({"node": "n" * 64}, "an mDNS instance name holds at most 63"),
+    ({"node": ""}, "mDNS: node name is empty"),
+    ({"domains": ["a,b"]}, "without commas"),
+    ({"domains": [" a"]}, "without commas or surrounding spaces"),
+    ({"domains": ["x" * 200, "y" * 200, "z" * 200, "w" * 200]}, "TXT entry 'domain'"),
+])
+def test_bad_txt_is_refused_with_one_line(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        txt_record({**NODE, **change})
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("props", [
+    {},
+    {b"v": b"2", b"node": b"n", b"cluster": b"c"},  # another protocol version
+    {b"v": b"1", b"cluster": b"c"},  # no node
+    {b"v": b"1", b"node": b"n"},  # no cluster
+    {b"v": b"1", b"node": b"n", b"cluster": b"c", b"cap": b"many"},
+    {b"v": b"1", b"node": b"n", b"cluster": b"c", b"cap": b"-1"},
+    {b"v": b"1", b"node": b"\xff\xfe", b"cluster": b"c"},
+])
+def test_malformed_txt_is_ignored(props: dict[bytes, bytes]) -> None:
+    assert parse_txt(props) is None
+
+
+def test_parse_txt_defaults() -> None:
+    info = parse_txt({b"v": b"1", b"node": b"n", b"cluster": b"c", b"domain": None})
+    assert info == {"v": "1", "node": "n", "role": [], "partition": "default", "domains": [], "cap": 0,
+                    "cluster": "c"}
+
+
+# -- real zeroconf across namespaces -----------------------------------------------------------------------
+
+
+class Agent:
+    """An mdns_agent.py process in one namespace, with its JSON-line events readable under a deadline."""
+
+    def __init__(self, lab: NetnsLab, host: int, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = lab.popen(host, [sys.executable, AGENT, *args], stdout=subprocess.PIPE, text=True, env=env)
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+
+    def expect(self, match: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        """The first event (from now on, or already seen) that matches; fails after `timeout` seconds."""
+        for event in self.seen:
+            if match(event):
+                return event
+        while True:
+            try:
+                event = self.events.get(timeout=timeout)  # a bound for a broken test, not a figure
+            except queue.Empty:
+                pytest.fail(f"no matching event within {timeout}s; saw {self.seen}")
+            self.seen.append(event)
+            if match(event):
+                return event
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.expect(lambda e: e["event"] == "closed")
+
+
+def event_for(kind: str, node: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: e["event"] == kind and e.get("info", {}).get("node") == node
+
+
+@pytest.mark.netns
+def test_advertiser_on_one_host_is_seen_by_a_browser_on_another(netns_lab: Callable[[int], NetnsLab]) -> None:  # noqa: F811
+    lab = netns_lab(3)
+    cluster = "0123456789ab"
+    browser = Agent(lab, 1, ["browse", cluster])
+    browser.expect(lambda e: e["event"] == "ready")
+    ours = Agent(lab, 2, ["advertise", json.dumps({**NODE, "node": "poller-2"}), "7420", "eth0"])
+    theirs = Agent(lab, 3, ["advertise", json.dumps({**NODE, "node": "poller-3", "cluster": "ba9876543210"}), "7421"])
+    ours.expect(lambda e: e["event"] == "ready")
+    theirs.expect(lambda e: e["event"] == "ready")
+
+    added = browser.expect(event_for("added", "poller-2"))["info"]
+    assert added == {"v": "1", "node": "poller-2", "role": ["poller"], "partition": "P1",
+                     "domains": ["site-a", "site-b"], "cap": 10, "cluster": cluster,
+                     "name": "poller-2._ashjobs._tcp.local.", "port": 7420, "addresses": [lab.addr(2)]}
+    # the other cluster's poller is heard and skipped, never reported
+    ignored = browser.expect(event_for("ignored", "poller-3"))
+    assert ignored["reason"] == "other cluster"
+
+    ours.stop()  # a clean stop says goodbye: the browser drops it at once, without waiting out any TTL
+    browser.expect(event_for("removed", "poller-2"))
+    assert not [e for e in browser.seen if e.get("info", {}).get("node") == "poller-3" and e["event"] != "ignored"]
+    theirs.stop()
+    browser.stop()
