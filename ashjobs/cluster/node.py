@@ -64,7 +64,8 @@ class ClusterNode:
         self._dials: dict[str, asyncio.Task[None]] = {}
         self._addr_node: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._mdns: Any = None
+        self._advertiser: Any = None
+        self._browser: Any = None
         self._cluster_id = ""
         svc.extras["cluster"] = self
 
@@ -102,6 +103,7 @@ class ClusterNode:
         if self.runner is not None:
             self._handlers.update(self.runner.handlers())
         host, port = self.cfg.listen_addr
+        self.port = port
         self.server = await rpc.serve(host, port, secret=self._secret, node=self.svc.node, info=self.info(),
                                       handlers=self._handlers, on_peer=self._on_peer, max_frame=self.cfg.max_frame,
                                       ssl=server_ssl, idle_timeout=self.ttl)
@@ -114,26 +116,26 @@ class ClusterNode:
                 for peer in self.cfg.peers:
                     self.dial(peer, "dispatch", "static")
             if self.runner is not None:  # our own poller, through the same path as any other
-                self.dial(self.address() if self.cfg.advertise_addr is None else f"127.0.0.1:{self.port}",
+                self.dial(f"{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{self.port}",
                           "dispatch", "static")
         if self.runner is not None:
             loops.append(self.runner.run())
             if self.cfg.scheduler:
                 self.dial(self.cfg.scheduler, "register", "registered")
         if "mdns" in self.cfg.discovery:
-            self._start_mdns()
+            await self._start_mdns()
         try:
             await asyncio.gather(*loops)
         finally:
             await self._close()
 
     async def drain(self, grace: float) -> None:
-        self._stop_mdns()
+        await self._stop_mdns()
         if self.runner is not None:
             await self.runner.drain(grace)
 
     async def _close(self) -> None:
-        self._stop_mdns()
+        await self._stop_mdns()
         for t in [*self._dials.values(), *self._tasks]:
             t.cancel()
         await asyncio.gather(*self._dials.values(), *self._tasks, return_exceptions=True)
@@ -242,31 +244,42 @@ class ClusterNode:
 
         self._spawn(watch())
 
-    # --- mDNS --------------------------------------------------------------------------------------------
+    # --- mDNS ---------------------------------------------------------------------------------------------
 
-    def _start_mdns(self) -> None:
-        try:
-            from ashjobs.cluster import discovery
-        except ImportError:
-            log.info("cluster: mDNS discovery not available in this build")
-            return
-        self._mdns = discovery.start(self)  # type: ignore[attr-defined]
+    async def _start_mdns(self) -> None:
+        """Pollers advertise themselves; schedulers browse. Discovery only: liveness is the heartbeats' job."""
+        from ashjobs.cluster import discovery
 
-    def _stop_mdns(self) -> None:
-        if self._mdns is not None:
-            mdns, self._mdns = self._mdns, None
-            with contextlib.suppress(Exception):
-                mdns.close()
+        if self.runner is not None:
+            adv = self.cfg.advertise_addr
+            info = {**self.info(), "node": self.svc.node}
+            self._advertiser = discovery.Advertiser(info, adv[1] if adv else self.port,
+                                                    addresses=[adv[0]] if adv else None,
+                                                    interfaces=list(self.cfg.interfaces))
+            await self._advertiser.start()
+        if self.dispatcher is not None:
+            self._browser = discovery.Browser(self.seen, cluster=self._cluster_id,
+                                              interfaces=list(self.cfg.interfaces))
+            await self._browser.start()
+
+    async def _stop_mdns(self) -> None:
+        """The advertiser's goodbye tells browsers at once that a cleanly stopping poller is gone."""
+        for attr in ("_advertiser", "_browser"):
+            side = getattr(self, attr)
+            setattr(self, attr, None)
+            if side is not None:
+                with contextlib.suppress(Exception):
+                    await side.close()
 
     def seen(self, event: str, info: dict[str, Any]) -> None:
-        """An mDNS event (added/updated/removed) about a node of our cluster. Discovery only: never liveness."""
+        """An mDNS event (added/updated/removed) about a node of our cluster (the browser checked the id)."""
         if self.dispatcher is None or info.get("node") == self.svc.node:
             return
-        if info.get("cluster") != self._cluster_id or "poller" not in str(info.get("role", "")):
+        roles = info.get("role", [])
+        addresses, port = info.get("addresses") or [], info.get("port")
+        if "poller" not in roles or not addresses or not isinstance(port, int):
             return
-        address = info.get("address")
-        if not isinstance(address, str):
-            return
+        address = f"{addresses[0]}:{port}"
         if event == "removed":
             self.dispatcher.registry.drop_address(address)
             self.undial(address, "dispatch")
