@@ -78,6 +78,10 @@ def _result(item: Any, node: str, now: float) -> sj.Result:
                      discard=discard and outcome == "failure")
 
 
+def _loads(text: str) -> Any:
+    return {} if text == "{}" else json.loads(text)
+
+
 def _finish_hooks() -> Any:
     from ashjobs import tasks
 
@@ -179,10 +183,12 @@ class Dispatcher:
             return 0
         batch, marked = [], set()
         for job_id, partition, domain, args, waiting in rows:
-            try:
-                parsed = json.loads(args)
-            except ValueError:
-                parsed = {}
+            parsed = {}
+            if args != "{}":
+                try:
+                    parsed = json.loads(args)
+                except ValueError:
+                    pass
             target = routing.target_key(job_id, partition, parsed if isinstance(parsed, dict) else {})
             batch.append(routing.Routable(job_id, partition, domain, target,
                                           frozenset(self.leases.lost_on.get(job_id, ()))))
@@ -215,7 +221,7 @@ class Dispatcher:
 
     async def _send_run(self, node: str, rows: list[sqlite3.Row]) -> None:
         jobs = [{"id": r["id"], "token": r["lease_token"], "task": r["task"], "queue": r["queue"],
-                 "args": json.loads(r["args"]), "meta": json.loads(r["meta"]), "attempt": r["attempt"],
+                 "args": _loads(r["args"]), "meta": _loads(r["meta"]), "attempt": r["attempt"],
                  "max_attempts": r["max_attempts"], "timeout": r["timeout"], "actor": r["actor"]} for r in rows]
         peer = self.links.get(node)
         try:

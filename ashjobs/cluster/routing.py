@@ -11,7 +11,6 @@ import hashlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
-from fractions import Fraction
 from typing import Any, Literal
 
 PollerState = Literal["available", "busy", "draining", "unavailable"]
@@ -30,8 +29,8 @@ class Poller:
     state: PollerState
 
     @property
-    def load(self) -> Fraction:
-        return Fraction(self.in_flight, max(self.capacity, 1))
+    def load(self) -> float:
+        return self.in_flight / max(self.capacity, 1)  # correctly rounded: equal fractions give equal floats
 
     @property
     def has_room(self) -> bool:
