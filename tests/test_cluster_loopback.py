@@ -172,3 +172,39 @@ def test_sigkill_of_a_poller_moves_its_job_and_fences_its_late_result(failover: 
     with Store(sched.dir / "ashjobs.db") as store:
         assert sp.counter(store.conn, "stale_results_refused") == 1
 
+
+
+def test_graceful_poller_stop_hands_its_job_back_without_burning_an_attempt(failover: dict[str, Node]) -> None:
+    sched = failover["sched"]
+    _wait_linked(sched, {"k1", "k2"})
+    job_id = sched.cli.enqueue("sleep", {"seconds": 4.0}, "--partition", "p1")
+
+    def leased() -> Any:
+        job = sched.cli.job(job_id)
+        return job["lease"] if job["state"] == "executing" else None
+
+    victim = sched.cli.wait_for(leased, 15, "the job to run")["node"]
+    other = ({"k1", "k2"} - {victim}).pop()
+    assert failover[victim].daemon.terminate() == 0  # grace_period 2s < the job's 4s: handed back
+    assert sched.cli.wait_finished([job_id], timeout=20)[job_id] == "completed"
+    job = sched.cli.job(job_id)
+    assert attempts_nodes(job) == [(other, "success")] and job["attempt"] == 1
+    assert "draining" in sched.daemon.log()
+
+
+def test_a_restarted_scheduler_adopts_the_leases_its_pollers_still_renew(tmp_path: Path) -> None:
+    make_secret(tmp_path)
+    k1 = Node(tmp_path, "r1", ["poller"], "p1", lease_ttl="4s")
+    sched = Node(tmp_path, "rsched", ["scheduler"], peers=[k1.address], lease_ttl="4s")
+    start_all([k1, sched])
+    try:
+        _wait_linked(sched, {"r1"})
+        job_id = sched.cli.enqueue("sleep", {"seconds": 3.0}, "--partition", "p1")
+        sched.cli.wait_for(lambda: sched.cli.job(job_id)["state"] == "executing", 15, "the job to run")
+        sched.daemon.kill()
+        sched.start()
+        assert sched.cli.wait_finished([job_id], timeout=20)[job_id] == "completed"
+        assert attempts_nodes(sched.cli.job(job_id)) == [("r1", "success")]
+    finally:
+        for n in (k1, sched):
+            n.stop()
