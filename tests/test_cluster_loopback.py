@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_harness import Node, attempts_nodes, make_secret, start_all
+from cluster_harness import Node, attempts_nodes, lease_of, make_secret, start_all
 
 from ashjobs.cluster import rpc
 from ashjobs.cluster.secret import load_secret
@@ -48,7 +48,7 @@ def test_routing_matrix_runs_jobs_only_where_allowed(cluster: dict[str, Node]) -
     for partition in ("p1", "p2"):
         for domain in ("site-a", "site-b", None):
             allowed = {n for n, (p, d) in MATRIX.items() if p == partition and (domain is None or domain in d)}
-            for _ in range(3):
+            for _ in range(2):
                 opts = ["--partition", partition] + (["--domain", domain] if domain else [])
                 jobs[sched.cli.enqueue("noop", {"host": f"10.0.0.{len(jobs)}"}, *opts)] = allowed
     local = sched.cli.enqueue("noop", {})  # names no partition: runs on the scheduler itself
@@ -131,13 +131,8 @@ def failover(tmp_path: Path) -> Iterator[dict[str, Node]]:
 def test_sigkill_of_a_poller_moves_its_job_and_fences_its_late_result(failover: dict[str, Node]) -> None:
     sched = failover["sched"]
     _wait_linked(sched, {"k1", "k2"})
-    job_id = sched.cli.enqueue("sleep", {"seconds": 1.0}, "--partition", "p1")
-
-    def leased() -> Any:
-        job = sched.cli.job(job_id)
-        return job["lease"] if job["state"] == "executing" else None
-
-    lease = sched.cli.wait_for(leased, 15, "the job to run")
+    job_id = sched.cli.enqueue("sleep", {"seconds": 1.5}, "--partition", "p1")
+    lease = sched.cli.wait_for(lambda: lease_of(sched, job_id), 15, "the job to run")
     victim, other = lease["node"], ({"k1", "k2"} - {lease["node"]}).pop()
     failover[victim].daemon.kill()
     assert sched.cli.wait_finished([job_id], timeout=20)[job_id] == "completed"
@@ -178,12 +173,7 @@ def test_graceful_poller_stop_hands_its_job_back_without_burning_an_attempt(fail
     sched = failover["sched"]
     _wait_linked(sched, {"k1", "k2"})
     job_id = sched.cli.enqueue("sleep", {"seconds": 4.0}, "--partition", "p1")
-
-    def leased() -> Any:
-        job = sched.cli.job(job_id)
-        return job["lease"] if job["state"] == "executing" else None
-
-    victim = sched.cli.wait_for(leased, 15, "the job to run")["node"]
+    victim = sched.cli.wait_for(lambda: lease_of(sched, job_id), 15, "the job to run")["node"]
     other = ({"k1", "k2"} - {victim}).pop()
     assert failover[victim].daemon.terminate() == 0  # grace_period 2s < the job's 4s: handed back
     assert sched.cli.wait_finished([job_id], timeout=20)[job_id] == "completed"
@@ -200,7 +190,7 @@ def test_a_restarted_scheduler_adopts_the_leases_its_pollers_still_renew(tmp_pat
     try:
         _wait_linked(sched, {"r1"})
         job_id = sched.cli.enqueue("sleep", {"seconds": 3.0}, "--partition", "p1")
-        sched.cli.wait_for(lambda: sched.cli.job(job_id)["state"] == "executing", 15, "the job to run")
+        sched.cli.wait_for(lambda: lease_of(sched, job_id), 15, "the job to run")
         sched.daemon.kill()
         sched.start()
         assert sched.cli.wait_finished([job_id], timeout=20)[job_id] == "completed"

@@ -29,7 +29,7 @@ def _config(lab: NetnsLab, i: int, secret: Path) -> str:
         "[node]", f"name = {json.dumps(name)}", f"roles = {json.dumps(roles)}",
         f"partition = {json.dumps(partition)}", f"domains = {json.dumps(domains)}", "capacity = 4",
         'grace_period = "2s"', "", "[cluster]", f'listen = "{lab.addr(i)}:{PORT}"',
-        'discovery = ["mdns", "static"]', f"peers = {json.dumps(peers)}", 'lease_ttl = "2s"',
+        'discovery = ["mdns", "static"]', f"peers = {json.dumps(peers)}", 'lease_ttl = "4s"',
         f"secret_file = {json.dumps(str(secret))}", ""])
 
 
@@ -59,6 +59,14 @@ def hosts(netns_lab: Callable[[int], NetnsLab], tmp_path: Path) -> Iterator[tupl
         print(f"--- {name}\n{text[-3000:]}")
 
 
+def lease_of(cli: Cli, job_id: int) -> dict[str, Any] | None:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{cli.data_dir / 'ashjobs.db'}?mode=ro", uri=True, timeout=5) as conn:
+        row = conn.execute("SELECT lease_owner FROM jobs WHERE id = ? AND state = 'executing'", (job_id,)).fetchone()
+    return {"node": row[0]} if row else None
+
+
 def _peers(cli: Cli) -> dict[str, dict[str, Any]]:
     return {r["node"]: r for r in cli.json("peers") if r["node"]}
 
@@ -75,13 +83,10 @@ def test_mdns_routing_and_failover_across_a_cut(hosts: tuple[NetnsLab, dict[str,
     assert sched.wait_finished([found_by_mdns], 20)[found_by_mdns] == "completed"
     assert [a["node"] for a in sched.job(found_by_mdns)["attempts"]] == ["p2"]
 
-    job_id = sched.enqueue("sleep", {"seconds": 1.0}, "--partition", "p1")
-
-    def lease() -> Any:
-        job = sched.job(job_id)
-        return job["lease"] if job["state"] == "executing" else None
-
-    held = sched.wait_for(lease, 20, "the sleep job to start")
+    # It must still run when the cut lands and finish before the poller gives its lease up (lease_ttl after
+    # the last heartbeat answered), so that its result exists and arrives late.
+    job_id = sched.enqueue("sleep", {"seconds": 2.0}, "--partition", "p1")
+    held = sched.wait_for(lambda: lease_of(sched, job_id), 20, "the sleep job to start")
     victim = held["node"]
     other = ({"p1a", "p1b"} - {victim}).pop()
     host = {"p1a": 2, "p1b": 3}[victim]

@@ -147,6 +147,19 @@ class Dispatcher:
         loops = [self._dispatch_loop(), self._lifeline_loop(), self._housekeeping_loop()]
         await asyncio.gather(*loops)
 
+    async def run_disabled(self, reason: str) -> None:
+        """No cluster on this node: routed jobs stay available and say why."""
+        while True:
+            try:
+                await self._mark_waiting(reason)
+            except sqlite3.Error as e:
+                log.error("cluster: marking waiting jobs failed: %s", e)
+            self.svc.beat("cluster")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self._wake.wait()
+            self._wake.clear()
+
     async def close(self) -> None:
         for t in list(self._tasks):
             t.cancel()
@@ -337,12 +350,12 @@ class Dispatcher:
                 self.leases.note_lost(job_id, owner)
         self._wake.set()
 
-    async def _mark_waiting(self) -> None:
+    async def _mark_waiting(self, off: str | None = None) -> None:
         pollers = self.registry.pollers()
         reasons: dict[tuple[str, str | None], str | None] = {}
         for group in sp.routed_groups(self.svc.store.conn):
             serving = [p for p in pollers if routing.serves(p, *group) and p.state in ("available", "busy")]
-            reasons[group] = None if serving else routing.why_not(*group, pollers)
+            reasons[group] = off or (None if serving else routing.why_not(*group, pollers))
         for group in self._waiting:
             reasons.setdefault(group, None)
         changes = {g: r for g, r in reasons.items() if self._waiting.get(g) != r}

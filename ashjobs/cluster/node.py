@@ -93,7 +93,16 @@ class ClusterNode:
         from ashjobs.cluster import rpc
         from ashjobs.cluster.secret import cluster_id, load_secret
 
-        self._secret = load_secret(secret_path(self.svc.cfg))
+        path = secret_path(self.svc.cfg)
+        if "cluster" not in self.svc.cfg.raw and not path.exists():
+            # Nothing asked for a cluster and `ashjobs init` never ran: a standalone node, not an error.
+            # Routed jobs wait, saying why; a [cluster] section makes a missing secret fatal instead.
+            log.warning("cluster: off (no [cluster] section and no secret at %s; `ashjobs init` creates one)", path)
+            if self.dispatcher is not None:
+                await self.dispatcher.run_disabled(f"cluster is off on {self.svc.node}: no secret at {path} "
+                                                   "(run `ashjobs init`)")
+            return
+        self._secret = load_secret(path)
         self._cluster_id = cluster_id(self._secret)
         server_ssl = None
         if self.cfg.tls.enabled:
