@@ -387,11 +387,16 @@ class Dispatcher:
         renewal = self.leases.renew(node, held, self.svc.clock.monotonic())
         self.registry.heartbeat(node, in_flight=in_flight if isinstance(in_flight, int) else len(held),
                                 ours=len(held), draining=draining)
+        foreign: list[int] = []
+        if renewal.unknown:  # leases from before this scheduler started: only the owner may renew them
+            owners = sp.routed_executing(self.svc.store.conn, [i for i, _ in renewal.unknown])
+            foreign = [i for i, _ in renewal.unknown if owners.get(i, (node, 0))[0] != node]
+            renewal.unknown = [(i, t) for i, t in renewal.unknown if i not in foreign]
         ask = renewal.renewed + renewal.unknown
-        lost: list[int] = []
+        lost: list[int] = list(foreign)
         if ask:
             expires = self.svc.clock.now() + self.ttl
-            lost = await self.svc.write(lambda conn: sj.renew(conn, ask, expires))
+            lost += await self.svc.write(lambda conn: sj.renew(conn, ask, expires))
         gone = set(lost)
         mono = self.svc.clock.monotonic()
         for job_id, _ in renewal.renewed:
@@ -422,9 +427,16 @@ class Dispatcher:
                 bad += 1
                 log.warning("cluster: ignored a malformed result from %s: %s", node, e)
         hooks = _finish_hooks()
+        # A token is only good from the node it was leased to.
+        held = {r.job_id: lease.node for r in results if (lease := self.leases.get(r.job_id)) is not None}
+        unknown = [r.job_id for r in results if r.job_id not in held]
+        if unknown:
+            held.update((i, owner or "") for i, (owner, _) in sp.routed_executing(self.svc.store.conn, unknown).items())
+        foreign = [r for r in results if held.get(r.job_id, node) != node]
+        results = [r for r in results if held.get(r.job_id, node) == node]
 
         def write(conn: sqlite3.Connection) -> list[sj.Result]:
-            refused = sj.finish(conn, results, now, on_finish=hooks)
+            refused = sj.finish(conn, results, now, on_finish=hooks) + foreign
             if refused:
                 sp.bump(conn, "stale_results_refused", len(refused))
             return refused
