@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ashjobs.cluster.dispatch import Dispatcher
 from ashjobs.cluster.poller import Runner
 from ashjobs.cluster.registry import Source
+from ashjobs.errors import AshError, ConfigError
 
 if TYPE_CHECKING:
     from ashjobs.cluster.config import ClusterConfig
@@ -94,13 +95,12 @@ class ClusterNode:
         from ashjobs.cluster.secret import cluster_id, load_secret
 
         path = secret_path(self.svc.cfg)
-        if "cluster" not in self.svc.cfg.raw and not path.exists():
+        if "cluster" not in self.svc.cfg.raw and not path.exists() and self.dispatcher is not None:
             # Nothing asked for a cluster and `ashjobs init` never ran: a standalone node, not an error.
             # Routed jobs wait, saying why; a [cluster] section makes a missing secret fatal instead.
             log.warning("cluster: off (no [cluster] section and no secret at %s; `ashjobs init` creates one)", path)
-            if self.dispatcher is not None:
-                await self.dispatcher.run_disabled(f"cluster is off on {self.svc.node}: no secret at {path} "
-                                                   "(run `ashjobs init`)")
+            await self.dispatcher.run_disabled(f"cluster is off on {self.svc.node}: no secret at {path} "
+                                               "(run `ashjobs init`)")
             return
         self._secret = load_secret(path)
         self._cluster_id = cluster_id(self._secret)
@@ -113,9 +113,12 @@ class ClusterNode:
             self._handlers.update(self.runner.handlers())
         host, port = self.cfg.listen_addr
         self.port = port
-        self.server = await rpc.serve(host, port, secret=self._secret, node=self.svc.node, info=self.info(),
-                                      handlers=self._handlers, on_peer=self._on_peer, max_frame=self.cfg.max_frame,
-                                      ssl=server_ssl, idle_timeout=self.ttl)
+        try:
+            self.server = await rpc.serve(host, port, secret=self._secret, node=self.svc.node, info=self.info(),
+                                          handlers=self._handlers, on_peer=self._on_peer,
+                                          max_frame=self.cfg.max_frame, ssl=server_ssl, idle_timeout=self.ttl)
+        except OSError as e:
+            raise AshError(f"[cluster] listen: cannot listen on {host}:{port}: {e.strerror or e}") from None
         self.port = self.server.port
         log.info("cluster: %s listening on %s:%d as %s", self.svc.node, host, self.port, "+".join(sorted(self.roles)))
         loops: list[Any] = []
@@ -132,7 +135,13 @@ class ClusterNode:
             if self.cfg.scheduler:
                 self.dial(self.cfg.scheduler, "register", "registered")
         if "mdns" in self.cfg.discovery:
-            await self._start_mdns()
+            try:
+                await self._start_mdns()
+            except ConfigError:
+                raise  # a TXT record that cannot fit: refused at start
+            except Exception as e:  # no multicast here: static peers and registrations still work
+                log.error("cluster: mDNS unavailable, continuing without it: %s", e)
+                await self._stop_mdns()
         try:
             await asyncio.gather(*loops)
         finally:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ashjobs.cluster.rpc import RpcError
 
@@ -47,12 +47,17 @@ class Upstream:
     renewed_at: float = 0.0  # monotonic send time of the last heartbeat it answered
     running: dict[int, Running] = field(default_factory=dict)
     outbox: deque[dict[str, Any]] = field(default_factory=deque)
-    kick: asyncio.Event = field(default_factory=asyncio.Event)
+    kick: asyncio.Event = field(default_factory=asyncio.Event)  # results to send
+    beat: asyncio.Event = field(default_factory=asyncio.Event)  # heartbeat now
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def live(self) -> bool:
         return self.peer is not None and not self.peer.closed.is_set()
+
+
+def _sane_ttl(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.1 <= value <= 86400
 
 
 class Runner:
@@ -79,8 +84,8 @@ class Runner:
             return False
         up = self.upstreams.get(node)
         if up is None:
-            ttl = peer.remote_info.get("lease_ttl", self.ttl)
-            up = self.upstreams[node] = Upstream(node, float(ttl) if isinstance(ttl, int | float) else self.ttl)
+            ttl = peer.remote_info.get("lease_ttl")
+            up = self.upstreams[node] = Upstream(node, float(ttl) if _sane_ttl(ttl) else self.ttl)
             up.renewed_at = self.svc.clock.monotonic()
             up.loops = [asyncio.create_task(self._heartbeat_loop(up)), asyncio.create_task(self._send_loop(up))]
         if up.live and up.peer is not peer:
@@ -91,6 +96,7 @@ class Runner:
             closing.add_done_callback(self._closing.discard)
         up.peer = peer
         up.kick.set()
+        up.beat.set()  # renew at once: the leases we hold may be close to their end after a cut
         log.info("cluster: working for scheduler %s (%s)", node, "registered" if registered else "dialled")
         return True
 
@@ -102,8 +108,6 @@ class Runner:
     def _upstream_of(self, peer: Peer) -> Upstream:
         up = self.upstreams.get(peer.remote_node)
         if up is None or up.peer is not peer:
-            from ashjobs.cluster.rpc import RpcError
-
             raise RpcError("not_linked", "this connection is not a scheduler link of this poller")
         return up
 
@@ -116,11 +120,9 @@ class Runner:
         up = self._upstream_of(peer)
         jobs = params.get("jobs")
         if not isinstance(jobs, list):
-            from ashjobs.cluster.rpc import RpcError
-
             raise RpcError("bad_params", "jobs: expected a list")
         ttl = params.get("lease_ttl")
-        if isinstance(ttl, int | float) and 0 < ttl < 86400:
+        if _sane_ttl(ttl):
             up.ttl = float(ttl)
         refused: list[list[Any]] = []
         now = self.svc.clock.monotonic()
@@ -247,7 +249,10 @@ class Runner:
                 up.kick.set()
             was_live = up.live
             await self.heartbeat_now(up)
-            await asyncio.sleep(self.heartbeat if up.live else min(self.heartbeat, 0.2))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.heartbeat if up.live else min(self.heartbeat, 0.2)):
+                    await up.beat.wait()
+            up.beat.clear()
 
     async def run(self) -> None:
         """The watchdog: a heartbeat call may hang on a silent cut, so expiry is checked on its own beat."""
