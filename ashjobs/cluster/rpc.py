@@ -252,6 +252,7 @@ class Peer:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._handling: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._on_close: list[Callable[[Peer], None]] = []
 
     def __repr__(self) -> str:
         return f"<Peer {self.remote_node!r} {self.remote_addr[0]}:{self.remote_addr[1]}>"
@@ -321,6 +322,8 @@ class Peer:
         for task in self._tasks:
             if task is not current:
                 task.cancel()
+        for cb in self._on_close:
+            cb(self)
 
     async def _ping_loop(self) -> None:
         with contextlib.suppress(ConnectionError):
@@ -335,8 +338,9 @@ class Peer:
                 async with asyncio.timeout(self._idle):
                     body = await read_frame(self._reader, self._max_frame)
                 self._dispatch(self._decoder.decode(body))
-        except TimeoutError:
-            reason = f"no frame for {self._idle:g}s"
+        except TimeoutError as e:
+            # ETIMEDOUT from the kernel (keepalive, TCP_USER_TIMEOUT) is a TimeoutError too, with an errno
+            reason = f"connection lost: {e}" if e.errno else f"no frame for {self._idle:g}s"
             log.warning("rpc: %r: %s; closing", self, reason)
         except ProtocolError as e:
             reason = f"protocol error: {e}"
@@ -362,6 +366,8 @@ class Peer:
             if not isinstance(call_id, int) or not isinstance(method, str) or not isinstance(params, dict):
                 raise ProtocolError("malformed request")
             if len(self._handling) >= MAX_INFLIGHT:
+                if len(self._handling) >= 2 * MAX_INFLIGHT:  # it ignores "busy": stop reading it
+                    raise ProtocolError(f"peer keeps sending with {len(self._handling)} calls in flight")
                 self._spawn(self._reply(call_id, RpcError("busy", f"over {MAX_INFLIGHT} calls in flight"), None))
                 return
             self._spawn(self._handle(call_id, method, params))
@@ -477,28 +483,13 @@ async def serve(host: str, port: int, *, secret: bytes, node: str, info: dict[st
                 remote, remote_info, remote_idle = await _handshake(
                     reader, writer, secret=secret, node=node, info=info, role="server",
                     idle_timeout=idle_timeout, max_frame=max_frame, where=where)
-        except AuthError as e:
-            log.warning("rpc: refused connection: %s", e)
-            _abort(writer)
-            return
-        except TimeoutError:
-            log.warning("rpc: peer at %s did not finish the handshake within %gs; dropped", where, handshake_timeout)
-            _abort(writer)
-            return
-        except ProtocolError as e:
-            log.warning("rpc: dropped connection from %s: %s", where, e)
-            _abort(writer)
-            return
-        except (ConnectionError, OSError) as e:
-            log.info("rpc: connection from %s lost during handshake: %s", where, e)
-            _abort(writer)
-            return
         except asyncio.CancelledError:
+            # the server is closing. This task belongs to asyncio.streams, which would log a raise as an error.
             _abort(writer)
-            raise
-        except Exception:
-            log.exception("rpc: handshake with %s failed", where)
+            return
+        except Exception as e:
             _abort(writer)
+            _log_dropped(where, e, handshake_timeout)
             return
         finally:
             server._handshaking.discard(task)
@@ -506,14 +497,13 @@ async def serve(host: str, port: int, *, secret: bytes, node: str, info: dict[st
                     max_frame=max_frame, idle_timeout=min(idle_timeout, remote_idle), role="server", address=addr)
         log.info("rpc: %r connected", peer)
         server.peers.add(peer)
+        peer._on_close.append(server.peers.discard)
         peer._start()
         if on_peer is not None:
             try:
                 on_peer(peer)
             except Exception:
                 log.exception("rpc: on_peer callback failed for %r", peer)
-        await peer.closed.wait()
-        server.peers.discard(peer)
 
     server._server = await asyncio.start_server(accept, host, port, ssl=ssl,
                                                 ssl_handshake_timeout=handshake_timeout if ssl else None)
@@ -546,6 +536,19 @@ async def connect(host: str, port: int, *, secret: bytes, node: str, info: dict[
                 address=(host, port))
     peer._start()
     return peer
+
+
+def _log_dropped(where: str, e: Exception, handshake_timeout: float) -> None:
+    if isinstance(e, AuthError):
+        log.warning("rpc: refused connection: %s", e)
+    elif isinstance(e, ProtocolError):
+        log.warning("rpc: dropped connection from %s: %s", where, e)
+    elif isinstance(e, TimeoutError):
+        log.warning("rpc: peer at %s did not finish the handshake within %gs; dropped", where, handshake_timeout)
+    elif isinstance(e, OSError):
+        log.info("rpc: connection from %s lost during handshake: %s", where, e)
+    else:
+        log.error("rpc: handshake with %s failed", where, exc_info=e)
 
 
 def _addr(writer: asyncio.StreamWriter) -> tuple[str, int]:
