@@ -253,13 +253,15 @@ class Peer:
         self._handling: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._on_close: list[Callable[[Peer], None]] = []
+        self._last_rx = 0.0
 
     def __repr__(self) -> str:
         return f"<Peer {self.remote_node!r} {self.remote_addr[0]}:{self.remote_addr[1]}>"
 
     def _start(self) -> None:
+        self._last_rx = asyncio.get_running_loop().time()
         self._tasks = [asyncio.create_task(self._read_loop(), name=f"rpc-read {self.remote_node}"),
-                       asyncio.create_task(self._ping_loop(), name=f"rpc-ping {self.remote_node}")]
+                       asyncio.create_task(self._keepalive(), name=f"rpc-keepalive {self.remote_node}")]
 
     async def call(self, method: str, params: dict[str, Any], timeout: float) -> Any:
         """Call `method` on the peer; its result, or RpcError / TimeoutError / ConnectionLost."""
@@ -297,6 +299,8 @@ class Peer:
         if self.closed.is_set():
             raise ConnectionLost(f"connection to {self.remote_node!r} is closed ({self.close_reason})")
         self._writer.write(frame)  # one write per frame: frames never interleave
+        if not self._writer.transport.get_write_buffer_size():
+            return  # the kernel took it all: nothing to wait for
         try:
             async with asyncio.timeout(self._idle):
                 await self._writer.drain()
@@ -325,22 +329,29 @@ class Peer:
         for cb in self._on_close:
             cb(self)
 
-    async def _ping_loop(self) -> None:
+    async def _keepalive(self) -> None:
+        """Ping every idle/3 s; close when nothing arrived for idle s (cheaper than a timer per frame)."""
+        loop = asyncio.get_running_loop()
         with contextlib.suppress(ConnectionError):
             while not self.closed.is_set():
                 await asyncio.sleep(self._idle / 3)
+                if loop.time() - self._last_rx > self._idle:
+                    reason = f"no frame for {self._idle:g}s"
+                    log.warning("rpc: %r: %s; closing", self, reason)
+                    self._shutdown(reason)
+                    return
                 await self._send([NOTIFY, "$ping", {}])
 
     async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         reason = "closed"
         try:
             while True:
-                async with asyncio.timeout(self._idle):
-                    body = await read_frame(self._reader, self._max_frame)
+                body = await read_frame(self._reader, self._max_frame)
+                self._last_rx = loop.time()
                 self._dispatch(self._decoder.decode(body))
-        except TimeoutError as e:
-            # ETIMEDOUT from the kernel (keepalive, TCP_USER_TIMEOUT) is a TimeoutError too, with an errno
-            reason = f"connection lost: {e}" if e.errno else f"no frame for {self._idle:g}s"
+        except TimeoutError as e:  # ETIMEDOUT from the kernel: keepalive or TCP_USER_TIMEOUT gave up
+            reason = f"connection lost: {e}"
             log.warning("rpc: %r: %s; closing", self, reason)
         except ProtocolError as e:
             reason = f"protocol error: {e}"
