@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,11 @@ def test_advertiser_on_one_host_is_seen_by_a_browser_on_another(netns_lab: Calla
     # the other cluster's poller is heard and skipped, never reported
     ignored = browser.expect(event_for("ignored", "poller-3"))
     assert ignored["reason"] == "other cluster"
+
+    ours.proc.send_signal(signal.SIGUSR1)  # re-announce with cap 11
+    ours.expect(lambda e: e["event"] == "updated")
+    updated = browser.expect(event_for("updated", "poller-2"))["info"]
+    assert updated == {**added, "cap": 11}
 
     ours.stop()  # a clean stop says goodbye: the browser drops it at once, without waiting out any TTL
     browser.expect(event_for("removed", "poller-2"))

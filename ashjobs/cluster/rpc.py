@@ -53,6 +53,7 @@ MAX_FRAME = 1 << 20
 HANDSHAKE_FRAME = 4096  # limit for frames before authentication
 HANDSHAKE_TIMEOUT = 5.0
 IDLE_TIMEOUT = 10.0
+MIN_IDLE = 0.1
 MAX_HANDSHAKES = 64  # unauthenticated connections a server holds at once
 MAX_INFLIGHT = 1024  # requests one peer may have running on us at once
 USER_TIMEOUT_MS = 5000
@@ -224,7 +225,7 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     remote_info, remote_idle = msg["info"], msg.get("idle")
     if not isinstance(remote_info, dict) or not isinstance(remote_idle, int | float) or remote_idle <= 0:
         raise ProtocolError(f"{who}: malformed welcome")
-    return remote, remote_info, float(remote_idle)
+    return remote, remote_info, max(float(remote_idle), MIN_IDLE)  # a tiny idle must not make us ping flat out
 
 
 # -- an authenticated connection --------------------------------------------------------------------------
@@ -554,7 +555,7 @@ def _log_dropped(where: str, e: Exception, handshake_timeout: float) -> None:
         log.warning("rpc: refused connection: %s", e)
     elif isinstance(e, ProtocolError):
         log.warning("rpc: dropped connection from %s: %s", where, e)
-    elif isinstance(e, TimeoutError):
+    elif isinstance(e, TimeoutError) and not e.errno:
         log.warning("rpc: peer at %s did not finish the handshake within %gs; dropped", where, handshake_timeout)
     elif isinstance(e, OSError):
         log.info("rpc: connection from %s lost during handshake: %s", where, e)
