@@ -29,11 +29,11 @@ async def main(argv: list[str]) -> None:
     side: Advertiser | Browser
     if argv[0] == "advertise":
         info = json.loads(argv[1])
-        side = Advertiser(info, int(argv[2]), interfaces=argv[3:])
+        side = advertiser = Advertiser(info, int(argv[2]), interfaces=argv[3:])
 
         async def grow() -> None:
             info["cap"] += 1
-            await side.update(info)
+            await advertiser.update(info)
             say("updated", cap=info["cap"])
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(grow()))
