@@ -84,6 +84,14 @@ def test_parse_txt_defaults() -> None:
                     "cluster": "c"}
 
 
+def test_unknown_interface_is_a_config_error() -> None:
+    from ashjobs.cluster.discovery import _interface_ips
+
+    with pytest.raises(ConfigError, match=r"cluster.interfaces: no network interface 'nope0' \(known: .*lo"):
+        _interface_ips(["nope0"])
+    assert _interface_ips(["lo", "10.0.0.1"]) == ["127.0.0.1", "10.0.0.1"]
+
+
 # -- real zeroconf across namespaces -----------------------------------------------------------------------
 
 

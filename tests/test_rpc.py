@@ -284,6 +284,27 @@ def test_protocol_version_mismatch_is_refused() -> None:
     run(main())
 
 
+def test_connect_to_a_peer_that_never_speaks_times_out() -> None:
+    async def main() -> None:
+        done = asyncio.Event()
+
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # accepts TCP, says nothing until the client goes away
+            writer.close()
+            await writer.wait_closed()
+            done.set()
+
+        listener = await asyncio.start_server(mute, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        with pytest.raises(TimeoutError, match=f"127.0.0.1:{port}: no connection within 0.3s"):
+            await dial(port, timeout=0.3)
+        await done.wait()  # the client hung up on the mute server
+        listener.close()
+        await listener.wait_closed()
+
+    run(main())
+
+
 # -- hostile peers -------------------------------------------------------------------------------------------
 
 
