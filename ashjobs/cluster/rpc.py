@@ -7,7 +7,7 @@ before its body is read. Messages after the handshake:
     response      [1, id, error, result]      error is None or {"code": str, "message": str}
     notification  [2, method, params]
 
-Handshake (both sides send each step without waiting for the other, so it costs two round trips):
+Handshake (symmetric: each side sends a step as soon as it has what that step needs):
 
     1. hello    {"ashjobs": PROTOCOL_VERSION, "node": name, "nonce": 32 random bytes}
     2. proof    {"proof": HMAC-SHA256(secret, [label, own role, client nonce, server nonce, client node, server node])}
@@ -18,14 +18,19 @@ pre-auth frames are limited to HANDSHAKE_FRAME bytes with tiny msgpack limits, s
 costs next to nothing. The role in the proof stops a proof from being reflected back at its sender.
 
 Liveness: each side sends a "$ping" notification every idle/3 seconds (idle = the smaller of both sides'
-`idle_timeout`), and a connection that delivers no frame for `idle_timeout` is closed. Every socket also
-gets TCP keepalive (1 s idle, 1 s interval, 3 probes) and TCP_USER_TIMEOUT, so a silent cut is noticed in
-seconds, not after ~15 minutes of retransmissions.
+`idle_timeout`); a connection that delivers no frame for `idle_timeout` is closed at the next check
+(within idle/3 more). Every socket also gets TCP keepalive (1 s idle, 1 s interval, 3 probes) and
+TCP_USER_TIMEOUT, so a silent cut is noticed in seconds, not after ~15 minutes of retransmissions.
 
 A malformed, oversized, slow or unauthenticated peer is logged and its connection closed; each connection
 runs in its own tasks, so it can hold up no other peer. Handler exceptions become error responses.
-Without TLS the link is authenticated at connect time but not encrypted; use `tls_contexts` on untrusted
-networks.
+Without TLS the link is authenticated at connect time but neither encrypted nor integrity-protected
+afterwards (an on-path attacker could relay or inject); use `tls_contexts` on untrusted networks.
+
+Errors for callers: `call` raises RpcError (the remote handler's error, with .code), TimeoutError, or
+ConnectionLost; `connect` raises AuthError, ProtocolError, TimeoutError or OSError. ProtocolError,
+AuthError and ConnectionLost are ConnectionErrors (so OSErrors). Handlers keep running when their
+connection drops; only their reply is lost.
 """
 
 from __future__ import annotations
