@@ -418,6 +418,24 @@ def test_many_handshaking_connections_are_capped() -> None:
     run(main())
 
 
+def test_a_peer_with_too_many_calls_in_flight_is_told_busy() -> None:
+    async def main() -> None:
+        async with serving() as (server, scalls, _):
+            client, _ = await dial(server.port)
+            hanging = [asyncio.create_task(client.call("hang", {}, timeout=30)) for _ in range(rpc.MAX_INFLIGHT)]
+            while len(scalls.seen) < rpc.MAX_INFLIGHT:
+                await asyncio.sleep(0.01)
+            with pytest.raises(RpcError) as e:
+                await client.call("echo", {}, timeout=5)
+            assert e.value.code == "busy"
+            scalls.gate.set()
+            assert set(await asyncio.gather(*hanging)) == {"late"}
+            assert await client.call("echo", {}, timeout=5)  # room again
+            await client.close()
+
+    run(main())
+
+
 def test_frames_over_the_limit_are_not_sent() -> None:
     async def main() -> None:
         async with serving(max_frame=4096) as (server, _, _):
