@@ -178,9 +178,14 @@ class Advertiser:
         if self._addresses:  # advertise_address may be a host name; mDNS A records need addresses
             self._addresses = [await _resolve_ipv4(a) for a in self._addresses]
         self._azc = AsyncZeroconf(interfaces=_zc_interfaces(self._interfaces))
-        self._info = self._service_info()
-        # cooperating_responders: skip the 1.2 s probe; several of our nodes may answer for one service type
-        await (await self._azc.async_register_service(self._info, cooperating_responders=True))
+        try:
+            self._info = self._service_info()
+            # cooperating_responders: skip the 1.2 s probe; several of our nodes answer for one service type
+            await (await self._azc.async_register_service(self._info, cooperating_responders=True))
+        except BaseException:
+            azc, self._azc = self._azc, None
+            await azc.async_close()
+            raise
         log.info("mdns: advertising %s on %s port %d", self.name, self._info.parsed_addresses(), self.port)
 
     async def update(self, info: dict[str, Any]) -> None:
