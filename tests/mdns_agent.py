@@ -4,7 +4,8 @@
     python tests/mdns_agent.py browse CLUSTER
 
 Both print {"event": "ready"} once started. SIGTERM stops cleanly (an advertiser sends its goodbye) and
-prints {"event": "closed"}. A browser prints added / updated / removed / ignored events.
+prints {"event": "closed"}. SIGUSR1 makes an advertiser re-announce with cap + 1 ("updated"). A browser
+prints added / updated / removed / ignored events.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ async def main(argv: list[str]) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     side: Advertiser | Browser
     if argv[0] == "advertise":
-        side = Advertiser(json.loads(argv[1]), int(argv[2]), interfaces=argv[3:])
+        info = json.loads(argv[1])
+        side = advertiser = Advertiser(info, int(argv[2]), interfaces=argv[3:])
+
+        async def grow() -> None:
+            info["cap"] += 1
+            await advertiser.update(info)
+            say("updated", cap=info["cap"])
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(grow()))
     else:
         side = Browser(lambda kind, info: say(kind, info=info), cluster=argv[1],
                        on_ignored=lambda reason, info: say("ignored", reason=reason, info=info))

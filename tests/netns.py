@@ -16,14 +16,21 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import json
 import os
+import queue
 import secrets
 import signal
 import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -135,6 +142,40 @@ class NetnsLab:
                     os.kill(int(pid), signal.SIGKILL)
             _ip("netns", "del", ns, check=False)
         self._made.clear()
+
+
+class Agent:
+    """A Python script run in host i that reports JSON lines; its events are readable under a deadline."""
+
+    def __init__(self, lab: NetnsLab, host: int, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = lab.popen(host, [sys.executable, *args], stdout=subprocess.PIPE, text=True, env=env)
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+
+    def expect(self, match: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        """The first event (from now on, or already seen) that matches; fails after `timeout` seconds."""
+        for event in self.seen:
+            if match(event):
+                return event
+        while True:
+            try:
+                event = self.events.get(timeout=timeout)  # a bound for a broken test, not a figure
+            except queue.Empty:
+                pytest.fail(f"no matching event within {timeout}s; saw {self.seen}")
+            self.seen.append(event)
+            if match(event):
+                return event
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.expect(lambda e: e["event"] == "closed")
 
 
 _open_labs: list[NetnsLab] = []

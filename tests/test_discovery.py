@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
-import subprocess
-import sys
-import threading
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import NetnsLab, netns_lab  # noqa: F401  (the fixture)
+from netns import Agent, NetnsLab, netns_lab  # noqa: F401  (the fixture)
 
 from ashjobs.cluster.discovery import parse_txt, txt_record
 from ashjobs.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
 AGENT = str(Path(__file__).resolve().parent / "mdns_agent.py")
 
 NODE = {"node": "poller-a", "role": ["poller"], "partition": "P1", "domains": ["site-a", "site-b"], "cap": 10,
@@ -89,41 +84,15 @@ def test_parse_txt_defaults() -> None:
                     "cluster": "c"}
 
 
+def test_unknown_interface_is_a_config_error() -> None:
+    from ashjobs.cluster.discovery import _interface_ips
+
+    with pytest.raises(ConfigError, match=r"cluster.interfaces: no network interface 'nope0' \(known: .*lo"):
+        _interface_ips(["nope0"])
+    assert _interface_ips(["lo", "10.0.0.1"]) == ["127.0.0.1", "10.0.0.1"]
+
+
 # -- real zeroconf across namespaces -----------------------------------------------------------------------
-
-
-class Agent:
-    """An mdns_agent.py process in one namespace, with its JSON-line events readable under a deadline."""
-
-    def __init__(self, lab: NetnsLab, host: int, args: list[str]) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = lab.popen(host, [sys.executable, AGENT, *args], stdout=subprocess.PIPE, text=True, env=env)
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.events.put(json.loads(line))
-
-    def expect(self, match: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
-        """The first event (from now on, or already seen) that matches; fails after `timeout` seconds."""
-        for event in self.seen:
-            if match(event):
-                return event
-        while True:
-            try:
-                event = self.events.get(timeout=timeout)  # a bound for a broken test, not a figure
-            except queue.Empty:
-                pytest.fail(f"no matching event within {timeout}s; saw {self.seen}")
-            self.seen.append(event)
-            if match(event):
-                return event
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.expect(lambda e: e["event"] == "closed")
 
 
 def event_for(kind: str, node: str) -> Callable[[dict[str, Any]], bool]:
@@ -134,10 +103,10 @@ def event_for(kind: str, node: str) -> Callable[[dict[str, Any]], bool]:
 def test_advertiser_on_one_host_is_seen_by_a_browser_on_another(netns_lab: Callable[[int], NetnsLab]) -> None:  # noqa: F811
     lab = netns_lab(3)
     cluster = "0123456789ab"
-    browser = Agent(lab, 1, ["browse", cluster])
+    browser = Agent(lab, 1, [AGENT, "browse", cluster])
     browser.expect(lambda e: e["event"] == "ready")
-    ours = Agent(lab, 2, ["advertise", json.dumps({**NODE, "node": "poller-2"}), "7420", "eth0"])
-    theirs = Agent(lab, 3, ["advertise", json.dumps({**NODE, "node": "poller-3", "cluster": "ba9876543210"}), "7421"])
+    ours = Agent(lab, 2, [AGENT, "advertise", json.dumps({**NODE, "node": "poller-2"}), "7420", "eth0"])
+    theirs = Agent(lab, 3, [AGENT, "advertise", json.dumps({**NODE, "node": "poller-3", "cluster": "ba9876543210"}), "7421"])
     ours.expect(lambda e: e["event"] == "ready")
     theirs.expect(lambda e: e["event"] == "ready")
 
@@ -148,6 +117,11 @@ def test_advertiser_on_one_host_is_seen_by_a_browser_on_another(netns_lab: Calla
     # the other cluster's poller is heard and skipped, never reported
     ignored = browser.expect(event_for("ignored", "poller-3"))
     assert ignored["reason"] == "other cluster"
+
+    ours.proc.send_signal(signal.SIGUSR1)  # re-announce with cap 11
+    ours.expect(lambda e: e["event"] == "updated")
+    updated = browser.expect(event_for("updated", "poller-2"))["info"]
+    assert updated == {**added, "cap": 11}
 
     ours.stop()  # a clean stop says goodbye: the browser drops it at once, without waiting out any TTL
     browser.expect(event_for("removed", "poller-2"))

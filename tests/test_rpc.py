@@ -284,6 +284,27 @@ def test_protocol_version_mismatch_is_refused() -> None:
     run(main())
 
 
+def test_connect_to_a_peer_that_never_speaks_times_out() -> None:
+    async def main() -> None:
+        done = asyncio.Event()
+
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # accepts TCP, says nothing until the client goes away
+            writer.close()
+            await writer.wait_closed()
+            done.set()
+
+        listener = await asyncio.start_server(mute, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        with pytest.raises(TimeoutError, match=f"127.0.0.1:{port}: no connection within 0.3s"):
+            await dial(port, timeout=0.3)
+        await done.wait()  # the client hung up on the mute server
+        listener.close()
+        await listener.wait_closed()
+
+    run(main())
+
+
 # -- hostile peers -------------------------------------------------------------------------------------------
 
 
@@ -393,6 +414,24 @@ def test_many_handshaking_connections_are_capped() -> None:
             while server._handshaking:
                 await asyncio.sleep(0.01)
             await still_serves(server.port)
+
+    run(main())
+
+
+def test_a_peer_with_too_many_calls_in_flight_is_told_busy() -> None:
+    async def main() -> None:
+        async with serving() as (server, scalls, _):
+            client, _ = await dial(server.port)
+            hanging = [asyncio.create_task(client.call("hang", {}, timeout=30)) for _ in range(rpc.MAX_INFLIGHT)]
+            while len(scalls.seen) < rpc.MAX_INFLIGHT:
+                await asyncio.sleep(0.01)
+            with pytest.raises(RpcError) as e:
+                await client.call("echo", {}, timeout=5)
+            assert e.value.code == "busy"
+            scalls.gate.set()
+            assert set(await asyncio.gather(*hanging)) == {"late"}
+            assert await client.call("echo", {}, timeout=5)  # room again
+            await client.close()
 
     run(main())
 

@@ -10,7 +10,7 @@ import pytest
 
 from ashjobs import config
 from ashjobs.cluster.config import ClusterConfig, parse_hostport
-from ashjobs.cluster.secret import cluster_id, create_secret, load_secret
+from ashjobs.cluster.secret import cluster_id, create_secret, load_secret, secret_path
 from ashjobs.errors import ConfigError, UsageError
 
 
@@ -76,7 +76,7 @@ def test_defaults() -> None:
     assert cl.discovery == ["mdns", "static"]
     assert cl.lease_ttl == 10.0 and abs(cl.heartbeat_interval - 10 / 3) < 1e-9
     assert cl.max_frame == 1 << 20 and not cl.tls.enabled
-    assert cl.secret_path(cfg.data_dir) == Path("/d/cluster.secret")
+    assert cl.secret_path(cfg.data_dir) == Path("/d/cluster.secret") == secret_path(cfg)
     assert cl.advertise_addr is None and cl.scheduler_addr is None
 
 
@@ -90,7 +90,7 @@ def test_values() -> None:
     assert cl.advertise_addr == ("10.0.0.5", 9000)
     assert cl.scheduler_addr == ("sched.example", 7421)
     assert cl.heartbeat_interval == 0.5 and cl.tls.enabled
-    assert cl.secret_path("/d") == Path("/etc/x.secret")
+    assert cl.secret_path("/d") == Path("/etc/x.secret") == secret_path(cfg)
 
 
 @pytest.mark.parametrize(("table", "message"), [

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -137,6 +138,18 @@ def _local_addresses(interfaces: list[str]) -> list[str]:
     return routable or ips
 
 
+async def _resolve_ipv4(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET)
+    except OSError as e:
+        raise ConfigError(f"cluster.advertise_address: cannot resolve {host!r}: {e.strerror or e}") from None
+    return str(infos[0][4][0])
+
+
 class Advertiser:
     """Announce this node; `close()` sends the goodbye so browsers drop it at once."""
 
@@ -162,10 +175,17 @@ class Advertiser:
     async def start(self) -> None:
         from zeroconf.asyncio import AsyncZeroconf
 
+        if self._addresses:  # advertise_address may be a host name; mDNS A records need addresses
+            self._addresses = [await _resolve_ipv4(a) for a in self._addresses]
         self._azc = AsyncZeroconf(interfaces=_zc_interfaces(self._interfaces))
-        self._info = self._service_info()
-        # cooperating_responders: skip the 1.2 s probe; several of our nodes may answer for one service type
-        await (await self._azc.async_register_service(self._info, cooperating_responders=True))
+        try:
+            self._info = self._service_info()
+            # cooperating_responders: skip the 1.2 s probe; several of our nodes answer for one service type
+            await (await self._azc.async_register_service(self._info, cooperating_responders=True))
+        except BaseException:
+            azc, self._azc = self._azc, None
+            await azc.async_close()
+            raise
         log.info("mdns: advertising %s on %s port %d", self.name, self._info.parsed_addresses(), self.port)
 
     async def update(self, info: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ before its body is read. Messages after the handshake:
     response      [1, id, error, result]      error is None or {"code": str, "message": str}
     notification  [2, method, params]
 
-Handshake (both sides send each step without waiting for the other, so it costs two round trips):
+Handshake (symmetric: each side sends a step as soon as it has what that step needs):
 
     1. hello    {"ashjobs": PROTOCOL_VERSION, "node": name, "nonce": 32 random bytes}
     2. proof    {"proof": HMAC-SHA256(secret, [label, own role, client nonce, server nonce, client node, server node])}
@@ -18,14 +18,19 @@ pre-auth frames are limited to HANDSHAKE_FRAME bytes with tiny msgpack limits, s
 costs next to nothing. The role in the proof stops a proof from being reflected back at its sender.
 
 Liveness: each side sends a "$ping" notification every idle/3 seconds (idle = the smaller of both sides'
-`idle_timeout`), and a connection that delivers no frame for `idle_timeout` is closed. Every socket also
-gets TCP keepalive (1 s idle, 1 s interval, 3 probes) and TCP_USER_TIMEOUT, so a silent cut is noticed in
-seconds, not after ~15 minutes of retransmissions.
+`idle_timeout`); a connection that delivers no frame for `idle_timeout` is closed at the next check
+(within idle/3 more). Every socket also gets TCP keepalive (1 s idle, 1 s interval, 3 probes) and
+TCP_USER_TIMEOUT, so a silent cut is noticed in seconds, not after ~15 minutes of retransmissions.
 
 A malformed, oversized, slow or unauthenticated peer is logged and its connection closed; each connection
 runs in its own tasks, so it can hold up no other peer. Handler exceptions become error responses.
-Without TLS the link is authenticated at connect time but not encrypted; use `tls_contexts` on untrusted
-networks.
+Without TLS the link is authenticated at connect time but neither encrypted nor integrity-protected
+afterwards (an on-path attacker could relay or inject); use `tls_contexts` on untrusted networks.
+
+Errors for callers: `call` raises RpcError (the remote handler's error, with .code), TimeoutError, or
+ConnectionLost; `connect` raises AuthError, ProtocolError, TimeoutError or OSError. ProtocolError,
+AuthError and ConnectionLost are ConnectionErrors (so OSErrors). Handlers keep running when their
+connection drops; only their reply is lost.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ MAX_FRAME = 1 << 20
 HANDSHAKE_FRAME = 4096  # limit for frames before authentication
 HANDSHAKE_TIMEOUT = 5.0
 IDLE_TIMEOUT = 10.0
+MIN_IDLE = 0.1
 MAX_HANDSHAKES = 64  # unauthenticated connections a server holds at once
 MAX_INFLIGHT = 1024  # requests one peer may have running on us at once
 USER_TIMEOUT_MS = 5000
@@ -224,7 +230,7 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     remote_info, remote_idle = msg["info"], msg.get("idle")
     if not isinstance(remote_info, dict) or not isinstance(remote_idle, int | float) or remote_idle <= 0:
         raise ProtocolError(f"{who}: malformed welcome")
-    return remote, remote_info, float(remote_idle)
+    return remote, remote_info, max(float(remote_idle), MIN_IDLE)  # a tiny idle must not make us ping flat out
 
 
 # -- an authenticated connection --------------------------------------------------------------------------
@@ -252,13 +258,16 @@ class Peer:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._handling: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._on_close: list[Callable[[Peer], None]] = []
+        self._last_rx = 0.0
 
     def __repr__(self) -> str:
         return f"<Peer {self.remote_node!r} {self.remote_addr[0]}:{self.remote_addr[1]}>"
 
     def _start(self) -> None:
+        self._last_rx = asyncio.get_running_loop().time()
         self._tasks = [asyncio.create_task(self._read_loop(), name=f"rpc-read {self.remote_node}"),
-                       asyncio.create_task(self._ping_loop(), name=f"rpc-ping {self.remote_node}")]
+                       asyncio.create_task(self._keepalive(), name=f"rpc-keepalive {self.remote_node}")]
 
     async def call(self, method: str, params: dict[str, Any], timeout: float) -> Any:
         """Call `method` on the peer; its result, or RpcError / TimeoutError / ConnectionLost."""
@@ -296,6 +305,8 @@ class Peer:
         if self.closed.is_set():
             raise ConnectionLost(f"connection to {self.remote_node!r} is closed ({self.close_reason})")
         self._writer.write(frame)  # one write per frame: frames never interleave
+        if not self._writer.transport.get_write_buffer_size():
+            return  # the kernel took it all: nothing to wait for
         try:
             async with asyncio.timeout(self._idle):
                 await self._writer.drain()
@@ -321,22 +332,32 @@ class Peer:
         for task in self._tasks:
             if task is not current:
                 task.cancel()
+        for cb in self._on_close:
+            cb(self)
 
-    async def _ping_loop(self) -> None:
+    async def _keepalive(self) -> None:
+        """Ping every idle/3 s; close when nothing arrived for idle s (cheaper than a timer per frame)."""
+        loop = asyncio.get_running_loop()
         with contextlib.suppress(ConnectionError):
             while not self.closed.is_set():
                 await asyncio.sleep(self._idle / 3)
+                if loop.time() - self._last_rx > self._idle:
+                    reason = f"no frame for {self._idle:g}s"
+                    log.warning("rpc: %r: %s; closing", self, reason)
+                    self._shutdown(reason)
+                    return
                 await self._send([NOTIFY, "$ping", {}])
 
     async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         reason = "closed"
         try:
             while True:
-                async with asyncio.timeout(self._idle):
-                    body = await read_frame(self._reader, self._max_frame)
+                body = await read_frame(self._reader, self._max_frame)
+                self._last_rx = loop.time()
                 self._dispatch(self._decoder.decode(body))
-        except TimeoutError:
-            reason = f"no frame for {self._idle:g}s"
+        except TimeoutError as e:  # ETIMEDOUT from the kernel: keepalive or TCP_USER_TIMEOUT gave up
+            reason = f"connection lost: {e}"
             log.warning("rpc: %r: %s; closing", self, reason)
         except ProtocolError as e:
             reason = f"protocol error: {e}"
@@ -362,6 +383,8 @@ class Peer:
             if not isinstance(call_id, int) or not isinstance(method, str) or not isinstance(params, dict):
                 raise ProtocolError("malformed request")
             if len(self._handling) >= MAX_INFLIGHT:
+                if len(self._handling) >= 2 * MAX_INFLIGHT:  # it ignores "busy": stop reading it
+                    raise ProtocolError(f"peer keeps sending with {len(self._handling)} calls in flight")
                 self._spawn(self._reply(call_id, RpcError("busy", f"over {MAX_INFLIGHT} calls in flight"), None))
                 return
             self._spawn(self._handle(call_id, method, params))
@@ -477,28 +500,13 @@ async def serve(host: str, port: int, *, secret: bytes, node: str, info: dict[st
                 remote, remote_info, remote_idle = await _handshake(
                     reader, writer, secret=secret, node=node, info=info, role="server",
                     idle_timeout=idle_timeout, max_frame=max_frame, where=where)
-        except AuthError as e:
-            log.warning("rpc: refused connection: %s", e)
-            _abort(writer)
-            return
-        except TimeoutError:
-            log.warning("rpc: peer at %s did not finish the handshake within %gs; dropped", where, handshake_timeout)
-            _abort(writer)
-            return
-        except ProtocolError as e:
-            log.warning("rpc: dropped connection from %s: %s", where, e)
-            _abort(writer)
-            return
-        except (ConnectionError, OSError) as e:
-            log.info("rpc: connection from %s lost during handshake: %s", where, e)
-            _abort(writer)
-            return
         except asyncio.CancelledError:
+            # the server is closing. This task belongs to asyncio.streams, which would log a raise as an error.
             _abort(writer)
-            raise
-        except Exception:
-            log.exception("rpc: handshake with %s failed", where)
+            return
+        except Exception as e:
             _abort(writer)
+            _log_dropped(where, e, handshake_timeout)
             return
         finally:
             server._handshaking.discard(task)
@@ -506,14 +514,13 @@ async def serve(host: str, port: int, *, secret: bytes, node: str, info: dict[st
                     max_frame=max_frame, idle_timeout=min(idle_timeout, remote_idle), role="server", address=addr)
         log.info("rpc: %r connected", peer)
         server.peers.add(peer)
+        peer._on_close.append(server.peers.discard)
         peer._start()
         if on_peer is not None:
             try:
                 on_peer(peer)
             except Exception:
                 log.exception("rpc: on_peer callback failed for %r", peer)
-        await peer.closed.wait()
-        server.peers.discard(peer)
 
     server._server = await asyncio.start_server(accept, host, port, ssl=ssl,
                                                 ssl_handshake_timeout=handshake_timeout if ssl else None)
@@ -546,6 +553,19 @@ async def connect(host: str, port: int, *, secret: bytes, node: str, info: dict[
                 address=(host, port))
     peer._start()
     return peer
+
+
+def _log_dropped(where: str, e: Exception, handshake_timeout: float) -> None:
+    if isinstance(e, AuthError):
+        log.warning("rpc: refused connection: %s", e)
+    elif isinstance(e, ProtocolError):
+        log.warning("rpc: dropped connection from %s: %s", where, e)
+    elif isinstance(e, TimeoutError) and not e.errno:
+        log.warning("rpc: peer at %s did not finish the handshake within %gs; dropped", where, handshake_timeout)
+    elif isinstance(e, OSError):
+        log.info("rpc: connection from %s lost during handshake: %s", where, e)
+    else:
+        log.error("rpc: handshake with %s failed", where, exc_info=e)
 
 
 def _addr(writer: asyncio.StreamWriter) -> tuple[str, int]:

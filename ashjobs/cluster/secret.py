@@ -12,11 +12,20 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ashjobs.errors import ConfigError, UsageError
 
+if TYPE_CHECKING:
+    from ashjobs.config import Config
+
 SECRET_BYTES = 32
 MIN_SECRET_BYTES = 16
+
+
+def secret_path(cfg: Config) -> Path:
+    """[cluster] secret_file, else <data_dir>/cluster.secret."""
+    return Path(cfg.section("cluster").secret_path(cfg.data_dir))
 
 
 def load_secret(path: str | Path) -> bytes:
