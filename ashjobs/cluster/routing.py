@@ -54,10 +54,20 @@ def _rendezvous(target: str, node: str) -> int:
 def choose(cands: Collection[Poller], target_key: str, avoid: Collection[str] = ()) -> Poller | None:
     """Least loaded candidate; ties go to the highest rendezvous weight of (target, node). Pollers in
     `avoid` (where this job was just lost) are used only when no other candidate exists."""
+    return _pick(list(cands), {p.node: p.in_flight for p in cands}, target_key, avoid)
+
+
+def _pick(cands: list[Poller], in_flight: Mapping[str, int], target: str, avoid: Collection[str]) -> Poller | None:
     if not cands:
         return None
-    preferred = [p for p in cands if p.node not in avoid] or list(cands)
-    return min(preferred, key=lambda p: (p.load, -_rendezvous(target_key, p.node), p.node))
+    preferred = [p for p in cands if p.node not in avoid] if avoid else cands
+    preferred = preferred or cands
+    loads = [in_flight[p.node] / max(p.capacity, 1) for p in preferred]  # equal fractions → equal floats
+    least = min(loads)
+    tied = [p for p, load in zip(preferred, loads, strict=True) if load == least]
+    if len(tied) == 1:
+        return tied[0]
+    return min(tied, key=lambda p: (-_rendezvous(target, p.node), p.node))
 
 
 def target_key(job_id: int, partition: str, args: Mapping[str, Any]) -> str:
@@ -96,14 +106,22 @@ class Routable:
 def assign(jobs: Iterable[Routable], pollers: Iterable[Poller]) -> tuple[dict[int, str], dict[int, str]]:
     """Place a batch of jobs in order, counting each placement against the chosen poller's room.
     Returns ({job id: poller node}, {job id: reason it waits})."""
-    live = {p.node: p for p in pollers}
+    live = list(pollers)
+    in_flight = {p.node: p.in_flight for p in live}
+    serving: dict[tuple[str, str | None], list[Poller]] = {}
     placed: dict[int, str] = {}
     waiting: dict[int, str] = {}
     for job in jobs:
-        chosen = choose(candidates(live.values(), job.partition, job.domain), job.target, job.avoid)
+        group = (job.partition, job.domain)
+        allowed = serving.get(group)
+        if allowed is None:
+            allowed = serving[group] = [p for p in live if p.state == "available" and serves(p, *group)]
+        room = [p for p in allowed if in_flight[p.node] < p.capacity]
+        chosen = _pick(room, in_flight, job.target, job.avoid)
         if chosen is None:
-            waiting[job.id] = why_not(job.partition, job.domain, live.values())
+            now = [replace(p, in_flight=in_flight[p.node]) for p in live]
+            waiting[job.id] = why_not(job.partition, job.domain, now)
             continue
         placed[job.id] = chosen.node
-        live[chosen.node] = replace(chosen, in_flight=chosen.in_flight + 1)
+        in_flight[chosen.node] += 1
     return placed, waiting
