@@ -52,17 +52,23 @@ async def _until(pred: Any, what: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_expired_lease_moves_the_job_and_the_late_result_is_refused(tmp_path: Path) -> None:
+def _services(tmp_path: Path, roles: list[str], clock: FakeClock) -> tuple[Services, bytes, int]:
     secret_file = tmp_path / "cluster.secret"
-    secret = create_secret(secret_file)
+    secret = secret_file.read_bytes().strip() if secret_file.exists() else create_secret(secret_file)
     port = free_port()
-    cfg = config.from_dict({"node": {"name": "sched", "roles": ["scheduler"]},
+    cfg = config.from_dict({"node": {"name": roles[0][:5], "roles": roles, "partition": "p1"},
                             "cluster": {"listen": f"127.0.0.1:{port}", "discovery": ["static"], "lease_ttl": "2s",
-                                        "secret_file": str(secret_file)}}, data_dir=str(tmp_path / "d"))
+                                        "secret_file": str(secret_file)}}, data_dir=str(tmp_path / roles[0]))
     store = Store.from_config(cfg)
-    clock = FakeClock(time.time())
-    svc = Services(cfg=cfg, store=store, writer=Writer(store), clock=clock, node="sched",
+    svc = Services(cfg=cfg, store=store, writer=Writer(store), clock=clock, node=cfg.node.name,
                    log=logging.getLogger("test"))
+    return svc, secret, port
+
+
+def test_expired_lease_moves_the_job_and_the_late_result_is_refused(tmp_path: Path) -> None:
+    clock = FakeClock(time.time())
+    svc, secret, port = _services(tmp_path, ["scheduler"], clock)
+    store = svc.store
 
     async def scenario() -> None:
         node = ClusterNode(svc)
@@ -118,3 +124,73 @@ def test_expired_lease_moves_the_job_and_the_late_result_is_refused(tmp_path: Pa
     assert svc.stats["stale_results_refused"] == 1
     svc.writer.close()
     store.close()
+
+
+def test_a_restarted_scheduler_expires_leases_nobody_renews_by_their_stored_time(tmp_path: Path) -> None:
+    clock = FakeClock(time.time())
+    svc, secret, port = _services(tmp_path, ["scheduler"], clock)
+    with svc.store.tx() as conn:  # left by the previous run: leased to a poller that is gone
+        job_id, _, _ = sj.insert(conn, sj.NewJob("noop", partition="p1"), clock.now())
+        sj.lease(conn, [job_id], "ghost", clock.now(), 2.0)
+
+    async def scenario() -> None:
+        node = ClusterNode(svc)
+        runner = asyncio.create_task(node.run())
+        await _until(lambda: node.server is not None, "the server")
+        a = FakePoller("a")
+        await a.connect(port, secret)
+        await asyncio.sleep(1.0)  # a housekeeping round or more: the stored expiry is still ahead
+        assert not a.jobs
+        clock.advance(2.5)
+        await a.call("heartbeat", {"leases": [], "in_flight": 0})
+        await asyncio.wait_for(a.got.wait(), 10)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert [(x["node"], x["outcome"], x["error"]) for x in sj.attempts(svc.store.conn, job_id)] == [
+        ("ghost", "lost", "lease expired on ghost")]
+    svc.writer.close()
+    svc.store.close()
+
+
+def test_a_poller_cut_off_from_its_scheduler_stops_the_work_after_lease_ttl(tmp_path: Path) -> None:
+    clock = FakeClock(time.time())
+    svc, secret, port = _services(tmp_path, ["poller"], clock)
+    beats: list[list[list[int]]] = []
+    answering = asyncio.Event()
+
+    async def heartbeat(peer: rpc.Peer, params: dict[str, Any]) -> dict[str, Any]:
+        await answering.wait()  # a cut: the call never comes back
+        beats.append(params["leases"])
+        return {"stop": []}
+
+    async def scenario() -> None:
+        node = ClusterNode(svc)
+        runner = asyncio.create_task(node.run())
+        await _until(lambda: node.server is not None, "the server")
+        answering.set()
+        sched = await rpc.connect("127.0.0.1", port, secret=secret, node="sched", handlers={"heartbeat": heartbeat},
+                                  info={"roles": ["scheduler"], "link": "dispatch", "lease_ttl": 2.0})
+        job = {"id": 7, "token": 3, "task": "sleep", "args": {"seconds": 60}, "queue": "default", "meta": {},
+               "attempt": 1, "max_attempts": 3, "timeout": None, "actor": None}
+        assert await sched.call("run", {"jobs": [job], "lease_ttl": 2.0}, timeout=5) == {"refused": []}
+        await _until(lambda: [[7, 3]] in beats, "a heartbeat renewing the lease")
+        assert node.runner is not None and node.runner.in_flight == 1
+        answering.clear()
+        clock.advance(1.9)
+        await asyncio.sleep(0.5)
+        assert node.runner.in_flight == 1  # still within lease_ttl of the last answered heartbeat
+        clock.advance(0.3)
+        await _until(lambda: node.runner is not None and node.runner.in_flight == 0, "the work to stop")
+        beats.clear()
+        answering.set()
+        await _until(lambda: beats, "heartbeats again")
+        assert beats[-1] == []  # nothing left to renew: the work is gone, no result will come
+        await sched.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(scenario())
+    svc.writer.close()
+    svc.store.close()
