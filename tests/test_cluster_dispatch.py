@@ -194,3 +194,29 @@ def test_a_poller_cut_off_from_its_scheduler_stops_the_work_after_lease_ttl(tmp_
     asyncio.run(scenario())
     svc.writer.close()
     svc.store.close()
+
+
+def test_a_node_with_both_roles_runs_routed_jobs_on_its_own_poller_over_rpc(tmp_path: Path) -> None:
+    from ashjobs.clock import SystemClock
+
+    svc, _, port = _services(tmp_path, ["scheduler", "poller"], FakeClock())
+    svc.clock = SystemClock()
+
+    async def scenario() -> int:
+        node = ClusterNode(svc)
+        runner = asyncio.create_task(node.run())
+        await _until(lambda: node.dispatcher is not None and node.dispatcher.linked_to(svc.node), "the self link")
+        with svc.store.tx() as conn:
+            job_id, _, _ = sj.insert(conn, sj.NewJob("noop", partition="p1"), svc.clock.now())
+        svc.wake()
+        await _until(lambda: sj.get(svc.store.conn, job_id).state == "completed", "the job")  # type: ignore[union-attr]
+        assert node.runner is not None and svc.node in node.runner.upstreams  # it came over a link, as a poller's
+        assert node.dispatcher is not None and node.dispatcher.links[svc.node].remote_addr[1] == port
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        return job_id
+
+    job_id = asyncio.run(scenario())
+    assert [(a["node"], a["outcome"]) for a in sj.attempts(svc.store.conn, job_id)] == [(svc.node, "success")]
+    svc.writer.close()
+    svc.store.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ashjobs.cluster.dispatch import Dispatcher
@@ -22,28 +21,11 @@ from ashjobs.errors import AshError, ConfigError
 if TYPE_CHECKING:
     from ashjobs.cluster.config import ClusterConfig
     from ashjobs.cluster.rpc import Peer, Server
-    from ashjobs.config import Config
     from ashjobs.services import Services
 
 log = logging.getLogger("ashjobs.cluster")
 
 PROTOCOL = 1
-
-
-def secret_path(cfg: Config) -> Path:
-    cluster: ClusterConfig = cfg.section("cluster")
-    return cluster.secret_path(cfg.data_dir)
-
-
-def ensure_secret(cfg: Config) -> tuple[Path, bool]:
-    """For `ashjobs init`: create the cluster secret if there is none. Returns (path, created)."""
-    from ashjobs.cluster.secret import create_secret
-
-    path = secret_path(cfg)
-    if path.exists():
-        return path, False
-    create_secret(path)
-    return path, True
 
 
 class ClusterNode:
@@ -92,7 +74,7 @@ class ClusterNode:
 
     async def run(self) -> None:
         from ashjobs.cluster import rpc
-        from ashjobs.cluster.secret import cluster_id, load_secret
+        from ashjobs.cluster.secret import cluster_id, load_secret, secret_path
 
         path = secret_path(self.svc.cfg)
         if "cluster" not in self.svc.cfg.raw and not path.exists() and self.dispatcher is not None:
