@@ -108,6 +108,7 @@ class ClusterNode:
             loops.append(self.dispatcher.run())
             if "static" in self.cfg.discovery:
                 for peer in self.cfg.peers:
+                    self.dispatcher.registry.add_address(peer, "static")  # listed in `peers` until reached
                     self.dial(peer, "dispatch", "static")
             if self.runner is not None:  # our own poller, through the same path as any other
                 self.dial(f"{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{self.port}",
@@ -229,8 +230,7 @@ class ClusterNode:
             ok = self.runner.adopt(peer, registered=False)
             mine = "register"
         elif link == "register" and self.dispatcher is not None:
-            addr = peer.remote_info.get("address")
-            address = addr if isinstance(addr, str) and len(addr) < 300 else f"{peer.remote_addr[0]}:?"
+            address = _registered_address(peer)
             ok = self.dispatcher.adopt(peer, "registered", address)
             mine = "dispatch"
         if not ok:
@@ -286,3 +286,16 @@ class ClusterNode:
             return
         self.dispatcher.registry.add_address(address, "mdns", info)
         self.dial(address, "dispatch", "mdns")
+
+
+def _registered_address(peer: Peer) -> str:
+    """Where a registering poller says it listens; a wildcard listener's loopback guess is replaced by the
+    address its connection came from."""
+    said = peer.remote_info.get("address")
+    seen = peer.remote_addr[0]
+    if not isinstance(said, str) or len(said) > 300 or ":" not in said:
+        return f"{seen}:?"
+    host, _, port = said.rpartition(":")
+    if host in ("127.0.0.1", "localhost") and seen not in ("127.0.0.1", "::1"):
+        return f"{seen}:{port}"
+    return said
