@@ -33,6 +33,7 @@ class Node:
     lease_ttl: str = "2s"
     secret: Path | None = None
     extra: str = ""
+    discovery: list[str] = field(default_factory=lambda: ["static"])  # no mDNS in the root namespace
     port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
@@ -48,7 +49,7 @@ class Node:
         return f"127.0.0.1:{self.port}"
 
     def write_config(self) -> None:
-        cluster = {"listen": self.address, "discovery": ["static"], "peers": self.peers, "lease_ttl": self.lease_ttl,
+        cluster = {"listen": self.address, "discovery": self.discovery, "peers": self.peers, "lease_ttl": self.lease_ttl,
                    "secret_file": str(self.secret or self.root / "cluster.secret")}
         if self.scheduler:
             cluster["scheduler"] = self.scheduler

@@ -198,3 +198,21 @@ def test_a_restarted_scheduler_adopts_the_leases_its_pollers_still_renew(tmp_pat
     finally:
         for n in (k1, sched):
             n.stop()
+
+
+@pytest.mark.parametrize("case", ["missing secret", "secret readable by others", "TXT entry too long"])
+def test_a_bad_cluster_setup_is_refused_at_start_with_one_line(tmp_path: Path, case: str) -> None:
+    node = Node(tmp_path, "bad", ["poller"], "p1", ["x" * 300] if case == "TXT entry too long" else [])
+    node.discovery = ["mdns"]  # refused before any mDNS traffic
+    node.write_config()
+    if case != "missing secret":
+        make_secret(tmp_path)
+    if case == "secret readable by others":
+        (tmp_path / "cluster.secret").chmod(0o644)
+    p = node.cli.run("run", check=False, timeout=30)
+    assert p.returncode == 2
+    line = p.stderr.strip()
+    assert "\n" not in line
+    expected = {"missing secret": "cluster secret file not found", "secret readable by others": "chmod 600",
+                "TXT entry too long": "TXT entry 'domain' would be"}[case]
+    assert expected in line

@@ -51,6 +51,25 @@ class ClusterNode:
         self._browser: Any = None
         self._cluster_id = ""
         svc.extras["cluster"] = self
+        self.off_reason = self._check()
+
+    def _check(self) -> str | None:
+        """Refuse a bad setup before the daemon starts serving (exit 2, one line): a missing or exposed secret,
+        a TXT record that cannot fit. Returns why the cluster is off when nothing asked for one."""
+        from ashjobs.cluster.secret import cluster_id, load_secret, secret_path
+
+        path = secret_path(self.svc.cfg)
+        if "cluster" not in self.svc.cfg.raw and not path.exists() and self.dispatcher is not None:
+            # Nothing asked for a cluster and `ashjobs init` never ran: a standalone node, not an error.
+            # Routed jobs wait, saying why; a [cluster] section makes a missing secret fatal instead.
+            return f"cluster is off on {self.svc.node}: no secret at {path} (run `ashjobs init`)"
+        self._secret = load_secret(path)
+        self._cluster_id = cluster_id(self._secret)
+        if self.runner is not None and "mdns" in self.cfg.discovery:
+            from ashjobs.cluster.discovery import txt_record
+
+            txt_record({**self.info(), "node": self.svc.node})
+        return None
 
     # --- identity ----------------------------------------------------------------------------------------
 
@@ -74,18 +93,12 @@ class ClusterNode:
 
     async def run(self) -> None:
         from ashjobs.cluster import rpc
-        from ashjobs.cluster.secret import cluster_id, load_secret, secret_path
 
-        path = secret_path(self.svc.cfg)
-        if "cluster" not in self.svc.cfg.raw and not path.exists() and self.dispatcher is not None:
-            # Nothing asked for a cluster and `ashjobs init` never ran: a standalone node, not an error.
-            # Routed jobs wait, saying why; a [cluster] section makes a missing secret fatal instead.
-            log.warning("cluster: off (no [cluster] section and no secret at %s; `ashjobs init` creates one)", path)
-            await self.dispatcher.run_disabled(f"cluster is off on {self.svc.node}: no secret at {path} "
-                                               "(run `ashjobs init`)")
+        if self.off_reason is not None:
+            log.warning("%s", self.off_reason)
+            assert self.dispatcher is not None
+            await self.dispatcher.run_disabled(self.off_reason)
             return
-        self._secret = load_secret(path)
-        self._cluster_id = cluster_id(self._secret)
         server_ssl = None
         if self.cfg.tls.enabled:
             server_ssl, self._client_ssl = rpc.tls_contexts(self.cfg.tls.cert, self.cfg.tls.key, self.cfg.tls.ca)
