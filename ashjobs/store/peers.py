@@ -104,3 +104,8 @@ def routed_executing(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, 
 def summary(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
     """The `peers` part of `status`."""
     return list_peers(conn)
+
+
+def cluster_counters(conn: sqlite3.Connection, now: float) -> dict[str, int]:
+    """Durable cluster counters for `status` (e.g. results refused for a stale fencing token)."""
+    return {"stale_results_refused": counter(conn, "stale_results_refused")}
