@@ -105,13 +105,18 @@ def test_plan_on_time_and_missed_policies() -> None:
     t = at("2026-01-01T10:00", "UTC")
     hourly = {p: entry("0 * * * *", missed=p, max_catchup=2) for p in ("skip", "latest", "all")}
     # on time: the slot just passed fires, whatever the policy
-    assert plan(hourly["skip"], t - 1, t + 0.2) == ([t], False)
+    assert plan(hourly["skip"], t - 1, t + 0.2) == ([(t, False)], False)
+    assert plan(hourly["skip"], t - 1, t + 59) == ([(t, False)], False)  # up to GRACE late
     # 3 h 10 min outage: 11:00, 12:00, 13:00 missed
     now = t + 3 * 3600 + 600
     assert plan(hourly["skip"], t, now) == ([], True)
-    assert plan(hourly["latest"], t, now) == ([t + 3 * 3600], True)
-    assert plan(hourly["all"], t, now) == ([t + 2 * 3600, t + 3 * 3600], True)
-    assert plan(entry("0 * * * *", missed="all"), t, now) == ([t + 3600, t + 7200, t + 3 * 3600], False)
+    assert plan(hourly["latest"], t, now) == ([(t + 3 * 3600, True)], True)
+    assert plan(hourly["all"], t, now) == ([(t + 2 * 3600, True), (t + 3 * 3600, True)], True)
+    assert plan(entry("0 * * * *", missed="all"), t, now) == (
+        [(t + 3600, True), (t + 7200, True), (t + 3 * 3600, True)], False)
+    # a per-second schedule after 5 s away: the current slot is on time, the 4 before it were missed
+    sec = entry("* * * * * *", missed="latest")
+    assert plan(sec, t, t + 5.5) == ([(t + 4, True), (t + 5, False)], True)
     # the wall clock went back: nothing
     assert plan(hourly["all"], now, t) == ([], False)
 
