@@ -79,3 +79,12 @@ def test_bad_source_exits_2_with_one_line(tmp_path: Path) -> None:
         assert r.stdout == ""
         if args[-1] != "cronjob":  # ours are one line; click's own usage errors print a usage block
             assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_many_entries_show_progress_on_stderr_and_keep_json_clean(tmp_path: Path) -> None:
+    tab = tmp_path / "crontab"
+    tab.write_text("".join(f"{i} {i % 24} * * * /usr/bin/job{i} --n {i}\n" for i in range(30)))
+    r = ashjobs(str(tab), "--format", "crontab", "--json", "--compare", "100", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert len(doc["entries"]) == 30 and all(e["equivalent"] and e["compared"] == 100 for e in doc["entries"])

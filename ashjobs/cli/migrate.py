@@ -32,12 +32,15 @@ PROGRESS_FROM = 20  # show a progress bar when proving this many entries or more
 @click.option("--timezone", "zone", default="UTC", show_default=True, metavar="ZONE",
               help="The zone the old scheduler ran in, for crontab lines before any CRON_TZ= and timers "
                    "without a zone.")
+@click.option("--system-crontab/--user-crontab", "user_field", default=None,
+              help="crontab lines have a user field after the schedule (default: only for /etc/crontab and "
+                   "/etc/cron.d/*).")
 @click.option("--compare", default=1000, show_default=True, type=click.IntRange(1, 100_000), metavar="N",
               help="Fire times compared per entry.")
 @click.option("--from", "start_text", metavar="ISO8601", help="Compare fire times after this instant (default: now).")
 @json_option
-def migrate(source: str, fmt: str, write_path: str | None, dry_run: bool, zone: str, compare: int,
-            start_text: str | None, as_json: bool) -> None:
+def migrate(source: str, fmt: str, write_path: str | None, dry_run: bool, zone: str, user_field: bool | None,
+            compare: int, start_text: str | None, as_json: bool) -> None:
     """Migrate schedules from a custom scheduler, crontab or systemd timers to [[cron]] entries.
 
     Every entry is proven: its next N fire times (default 1,000) in the old time zone equal the old
@@ -61,7 +64,7 @@ def migrate(source: str, fmt: str, write_path: str | None, dry_run: bool, zone: 
         start = parse_iso(start_text) if start_text else SYSTEM.now()
     except ValueError:
         raise UsageError(f"--from: not an ISO 8601 time: {start_text!r}") from None
-    report = mig.load(source, fmt, timezone=zone)
+    report = mig.load(source, fmt, timezone=zone, user_field=user_field)
     _prove(report, start, compare, show_progress=len(report.entries) >= PROGRESS_FROM)
     toml_text = None
     if write_path:
