@@ -179,7 +179,7 @@ def _dump(obj: Any) -> Any:
         out = {}
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
-            if hints.get(f.name) is Duration or hints.get(f.name) == Duration | None and v is not None:
+            if hints.get(f.name) is Duration or (hints.get(f.name) == Duration | None and v is not None):
                 v = format_duration(v)
             out[f.name] = _dump(v)
         return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,6 +209,27 @@ class Result:
     error: str | None = None
     snooze: float | None = None  # seconds: run again later without burning an attempt
     backoff: float | None = None  # seconds before the retry, from the task's backoff
+    discard: bool = False  # a failure that must not be retried (Discard, unknown task)
+
+
+@dataclass
+class FinishedAttempt:
+    """Handed to a task's `on_finish` hook inside the transaction that records the attempt."""
+
+    job_id: int
+    task: str
+    args: dict[str, Any]
+    meta: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    outcome: Outcome
+    state: State  # the job's state after this attempt
+    error: str | None
+    partition: str | None
+    now: float
+
+
+OnFinish = Callable[[sqlite3.Connection, FinishedAttempt], None]
 
 
 def _unique_after(state: State) -> str:
@@ -216,33 +237,43 @@ def _unique_after(state: State) -> str:
     return f"unique_key = CASE WHEN unique_states & {rules.state_bit(state)} THEN unique_key ELSE NULL END"
 
 
-def finish(conn: sqlite3.Connection, results: Iterable[Result], now: float) -> list[Result]:
+def finish(conn: sqlite3.Connection, results: Iterable[Result], now: float,
+           on_finish: OnFinish | None = None) -> list[Result]:
     """Record attempts and move jobs on. Returns the results refused for a stale token (the job is not
     executing under that lease any more: cancelled, rescued, or re-leased to another node)."""
     refused = []
+    clear = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
     for r in results:
-        row = conn.execute("SELECT task, queue, attempt, max_attempts FROM jobs WHERE id = ? AND "
-                           "state = 'executing' AND lease_token = ?", (r.job_id, r.token)).fetchone()
+        row = conn.execute("SELECT task, queue, attempt, max_attempts, args, meta, partition FROM jobs "
+                           "WHERE id = ? AND state = 'executing' AND lease_token = ?", (r.job_id, r.token)).fetchone()
         if row is None:
             refused.append(r)
             continue
-        task, queue, attempt, max_attempts = row
-        clear = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
+        task, queue, attempt, max_attempts = row[0], row[1], row[2], row[3]
         if r.snooze is not None:
             conn.execute(f"UPDATE jobs SET state = 'scheduled', attempt = attempt - 1, scheduled_at = ?, {clear}, "
                          f"{_unique_after('scheduled')} WHERE id = ?", (now + r.snooze, r.job_id))
             continue
         assert r.outcome is not None
         _attempt(conn, r.job_id, attempt, task, queue, r.node, r.started_at, now, r.outcome, r.error)
+        state: State
         if r.outcome == "success":
+            state = "completed"
             conn.execute(f"UPDATE jobs SET state = 'completed', completed_at = ?, {clear}, "
                          f"{_unique_after('completed')} WHERE id = ?", (now, r.job_id))
         elif r.outcome == "cancelled":
+            state = "cancelled"
+            entry = dumps({"attempt": attempt, "at": iso(now), "error": r.error or "cancelled"})
             conn.execute(f"UPDATE jobs SET state = 'cancelled', cancelled_at = ?, {clear}, "
-                         f"{_unique_after('cancelled')} WHERE id = ?", (now, r.job_id))
+                         f"errors = json_insert(errors, '$[#]', json(?)), {_unique_after('cancelled')} "
+                         "WHERE id = ?", (now, entry, r.job_id))
         else:
-            _fail(conn, r.job_id, attempt, max_attempts, now, r.error or r.outcome,
-                  r.backoff if r.backoff is not None else rules.default_backoff(attempt))
+            state = _fail(conn, r.job_id, attempt, max_attempts, now, r.error or r.outcome,
+                          r.backoff if r.backoff is not None else rules.default_backoff(attempt),
+                          discard=r.discard)
+        if on_finish is not None:
+            on_finish(conn, FinishedAttempt(r.job_id, task, json.loads(row[4]), json.loads(row[5]), attempt,
+                                            max_attempts, r.outcome, state, r.error, row[6], now))
     return refused
 
 
@@ -254,25 +285,26 @@ def _attempt(conn: sqlite3.Connection, job_id: int, attempt: int, task: str, que
 
 
 def _fail(conn: sqlite3.Connection, job_id: int, attempt: int, max_attempts: int, now: float, error: str,
-          backoff: float) -> None:
+          backoff: float, *, discard: bool = False) -> State:
     after = rules.after_failure(attempt, max_attempts, now, backoff)
     entry = dumps({"attempt": attempt, "at": iso(now), "error": error})
     clear = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
     errors = "errors = json_insert(errors, '$[#]', json(?))"
-    if after.state == "discarded":
+    if discard or after.state == "discarded":
         conn.execute(f"UPDATE jobs SET state = 'discarded', discarded_at = ?, {errors}, {clear}, "
                      f"{_unique_after('discarded')} WHERE id = ?", (now, entry, job_id))
-    else:
-        conn.execute(f"UPDATE jobs SET state = 'retryable', scheduled_at = ?, {errors}, {clear}, "
-                     f"{_unique_after('retryable')} WHERE id = ?", (after.scheduled_at, entry, job_id))
+        return "discarded"
+    conn.execute(f"UPDATE jobs SET state = 'retryable', scheduled_at = ?, {errors}, {clear}, "
+                 f"{_unique_after('retryable')} WHERE id = ?", (after.scheduled_at, entry, job_id))
+    return "retryable"
 
 
 def rescue(conn: sqlite3.Connection, now: float, *, owner: str | None = None,
            expired_before: float | None = None, reason: str = "lease expired: its runner stopped answering",
-           ids: Sequence[int] | None = None) -> list[tuple[int, str | None]]:
+           ids: Sequence[int] | None = None, on_finish: OnFinish | None = None) -> list[tuple[int, str | None]]:
     """Lifeline: executing jobs whose runner is gone get a `lost` attempt and run again (available, or
-    retryable/discarded by the usual rules once their attempts are used up). Select by owner (all of a
-    node's jobs at its start), by lease expiry, or by id. Returns (job id, the lost lease's owner)."""
+    discarded by the usual rule once their attempts are used up). Select by owner (all of a node's jobs at
+    its start), by lease expiry, or by id. Returns (job id, the lost lease's owner)."""
     where, params = ["state = 'executing'"], []
     if owner is not None:
         where.append("lease_owner = ?")
@@ -283,16 +315,20 @@ def rescue(conn: sqlite3.Connection, now: float, *, owner: str | None = None,
     if ids is not None:
         where.append(f"id IN ({','.join('?' * len(ids))})")
         params.extend(ids)
-    rows = conn.execute(f"SELECT id, task, queue, attempt, max_attempts, lease_owner, attempted_at FROM jobs "
-                        f"WHERE {' AND '.join(where)}", params).fetchall()
+    rows = conn.execute("SELECT id, task, queue, attempt, max_attempts, lease_owner, attempted_at, args, meta, "
+                        f"partition FROM jobs WHERE {' AND '.join(where)}", params).fetchall()
     out = []
-    for job_id, task, queue, attempt, max_attempts, lease_owner, attempted_at in rows:
+    for job_id, task, queue, attempt, max_attempts, lease_owner, attempted_at, args, meta, partition in rows:
         _attempt(conn, job_id, attempt, task, queue, lease_owner, attempted_at or now, now, "lost", reason)
+        state: State = "available"
         if attempt >= max_attempts:
-            _fail(conn, job_id, attempt, max_attempts, now, reason, 0.0)
+            state = _fail(conn, job_id, attempt, max_attempts, now, reason, 0.0, discard=True)
         else:
             conn.execute("UPDATE jobs SET state = 'available', lease_owner = NULL, lease_token = NULL, "
                          f"lease_expires_at = NULL, {_unique_after('available')} WHERE id = ?", (job_id,))
+        if on_finish is not None:
+            on_finish(conn, FinishedAttempt(job_id, task, json.loads(args), json.loads(meta), attempt,
+                                            max_attempts, "lost", state, reason, partition, now))
         out.append((job_id, lease_owner))
     return out
 
@@ -407,3 +443,17 @@ def paused_queues(conn: sqlite3.Connection) -> set[str]:
 def expired_leases(conn: sqlite3.Connection, now: float) -> list[tuple[int, str | None]]:
     return [(r[0], r[1]) for r in conn.execute(
         "SELECT id, lease_owner FROM jobs WHERE state = 'executing' AND lease_expires_at < ?", (now,))]
+
+
+def waiting_reasons(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Why routed jobs wait (set by the dispatcher in meta.waiting), e.g. "no poller for partition p1"."""
+    out: dict[str, int] = {}
+    queues = [r[0] for r in conn.execute("SELECT DISTINCT queue FROM jobs INDEXED BY jobs_fetch "
+                                         "WHERE state = 'available'")]
+    for q in queues:
+        for reason, n in conn.execute(
+                "SELECT json_extract(meta, '$.waiting'), count(*) FROM jobs WHERE state = 'available' AND queue = ? "
+                "AND partition >= '' GROUP BY 1", (q,)):
+            if reason:
+                out[reason] = out.get(reason, 0) + n
+    return [{"reason": r, "count": n} for r, n in sorted(out.items())]

@@ -23,19 +23,19 @@ from ashjobs.queue import DEFAULT_MAX_ATTEMPTS, Unique
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Snooze(Exception):  # noqa: N818 - a control-flow signal, not an error
+class Snooze(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"snoozed for {seconds}s")
         self.seconds = float(seconds)
 
 
-class Cancel(Exception):  # noqa: N818
+class Cancel(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-class Discard(Exception):  # noqa: N818
+class Discard(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -53,6 +53,8 @@ class Task:
     unique: Unique | None = None
     context: bool = False
     routed: bool = False  # a poll check: runs on a poller (partition defaults to "default")
+    # Called by the scheduler inside the transaction that records each attempt's outcome.
+    on_finish: Callable[[Any, Any], None] | None = None
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,13 +83,14 @@ _loaded_entry_points = False
 
 def task(name: str, *, queue: str = "default", priority: int = 0, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
          timeout: str | float | None = None, backoff: Callable[[int], float] | None = None,
-         unique: Unique | None = None, context: bool = False, routed: bool = False) -> Callable[[F], F]:
+         unique: Unique | None = None, context: bool = False, routed: bool = False,
+         on_finish: Callable[[Any, Any], None] | None = None) -> Callable[[F], F]:
     """Register `fn` as task `name`. `timeout` is seconds or a duration string like "30s"."""
     t = parse_duration(timeout) if isinstance(timeout, str) else timeout
 
     def deco(fn: F) -> F:
         register(Task(name, fn, queue=queue, priority=priority, max_attempts=max_attempts, timeout=t,
-                      backoff=backoff, unique=unique, context=context, routed=routed))
+                      backoff=backoff, unique=unique, context=context, routed=routed, on_finish=on_finish))
         return fn
 
     return deco
@@ -140,3 +143,10 @@ def get(name: str) -> Task:
 def names() -> list[str]:
     _ensure_builtins()
     return sorted(_REGISTRY)
+
+
+def run_finish_hooks(conn: Any, done: Any) -> None:
+    """The `on_finish` argument for store.jobs.finish/rescue: dispatch to the finished job's task hook."""
+    t = _REGISTRY.get(done.task)
+    if t is not None and t.on_finish is not None:
+        t.on_finish(conn, done)
