@@ -273,7 +273,7 @@ def run_until_done(cfg: Any, job_ids: list[int], timeout: float) -> dict[int, st
     from ashjobs.store import Store, Writer
 
     store = Store.from_config(cfg)
-    tasks.load_modules(cfg.app.modules)
+    tasks.load(cfg)
     writer = Writer(store)
 
     async def main() -> dict[int, str]:
