@@ -145,13 +145,19 @@ def test_last_hour(store):
     assert row["p50"] == 1.0 and row["p95"] == 50.0 and row["max_duration"] == 50.0
 
 
-def test_cron_entry_and_config(tmp_path, monkeypatch):
-    pytest.importorskip("ashjobs.cron", reason="ashjobs.cron (helper cron) not merged yet")
+def test_cron_entry_and_its_env_override(tmp_path):
+    from ashjobs import cron
+
     cfg = config.from_dict({}, data_dir=str(tmp_path))
     (entry,) = ts.cron_entries(cfg)
     assert (entry.name, entry.task, entry.schedule, entry.queue, entry.max_attempts, entry.unique_for) == (
         "refresh_trace_summaries", "ashjobs.trace_summaries.refresh", "*/2 * * * *", "maintenance", 3, 180.0)
-    assert entry.schedule_env == "TRACE_SUMMARIES_REFRESH_CRON"
+    assert entry.validate() is None
+    by_name = {e.name: e for e in cron.entries(cfg, {})}
+    assert by_name["refresh_trace_summaries"].schedule == "*/2 * * * *"
+    by_name = {e.name: e for e in cron.entries(cfg, {"TRACE_SUMMARIES_REFRESH_CRON": "*/10 * * * *"})}
+    assert by_name["refresh_trace_summaries"].schedule == "*/10 * * * *"
+    assert cron.next_fire(by_name["refresh_trace_summaries"], T0 + 1) == T0 + 600
 
 
 def test_retention_and_enabled_from_config(tmp_path):
