@@ -171,3 +171,21 @@ def test_config_errors_name_the_key(raw, message):
 def test_backoff_grows_and_is_capped():
     assert [backoff(a) for a in (1, 2, 3)] == [10.0, 20.0, 40.0]
     assert backoff(30) == 900.0
+
+
+def test_delivered_by_the_real_executor(tmp_path):
+    from ashjobs.executor import run_until_done
+    from ashjobs.store import Store
+
+    with Receiver() as rx:
+        cfg = config.from_dict({"queues": {"notifications": 2},
+                                "notify": {"channels": ["webhook"], "webhook": {"url": rx.url, "secret": SECRET}}},
+                               data_dir=str(tmp_path))
+        with Store.from_config(cfg) as store:
+            with store.tx() as conn:
+                nid = put(conn, 1_767_225_600.0, kind="k", subject="via executor", body="b", payload={})
+            job_id = outbox.get(store.conn, nid)["job_id"]
+        assert run_until_done(cfg, [job_id], timeout=30) == {job_id: "completed"}
+        with Store.from_config(cfg) as store:
+            assert outbox.get(store.conn, nid)["status"] == "sent"
+    assert len(rx.requests) == 1 and json.loads(rx.requests[0][1])["subject"] == "via executor"
