@@ -188,3 +188,22 @@ def test_refresh_task_through_services(tmp_path):
         assert summaries(svc.store)[("probe", "default", T0)]["count"] == 2
     finally:
         close(svc)
+
+
+def test_status_shows_the_last_hour(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import base_env
+
+    with Store(tmp_path / "ashjobs.db") as s:
+        now = time.time()
+        add_attempts(s, now - 600, [0.010, 0.020, 0.030], task="ping", queue="checks")
+        refresh(s, now)
+    out = subprocess.run([sys.executable, "-m", "ashjobs", "status", "--json"], capture_output=True, text=True,
+                         env=base_env(tmp_path), timeout=60, check=True).stdout
+    (row,) = json.loads(out)["trace_summaries"]
+    assert (row["task"], row["queue"], row["count"], row["p50"], row["max_duration"]) == ("ping", "checks", 3,
+                                                                                         0.020, 0.030)
