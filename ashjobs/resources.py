@@ -78,7 +78,7 @@ class Resource:
             ident(fname, "field")
             if fname in RESERVED or fname == state_field:
                 raise UsageError(f"resource {name!r}: field {fname!r} is reserved")
-            f = Field(spec) if isinstance(spec, str) else spec
+            f = Field(spec) if isinstance(spec, str) else spec  # type: ignore[arg-type]  # checked below
             if f.type not in FIELD_TYPES:
                 raise UsageError(f"resource {name!r}: field {fname!r}: unknown type {f.type!r} "
                                  f"(known: {', '.join(FIELD_TYPES)})")

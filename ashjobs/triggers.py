@@ -18,6 +18,7 @@ keys it sets (its schedule, say) and keeps the rest.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -208,6 +209,10 @@ class Page:
     job_ids: list[int]
 
 
+def _page(conn: sqlite3.Connection, **kw: Any) -> Page:
+    return enqueue_page(conn, **kw)
+
+
 def enqueue_page(conn: sqlite3.Connection, trig: Trigger, now: float, *, after_id: int, limit: int,
                  scheduler_job: int | None = None, collect_ids: bool = False) -> Page:
     """One page of the scheduler in the caller's transaction: up to `limit` matching ids after `after_id`,
@@ -257,8 +262,8 @@ def run_scheduler(write: Callable[[Callable[[sqlite3.Connection], Any]], Any], t
                 limit = min(limit, trig.cfg.record_limit - fire.matched)
                 if limit <= 0:
                     break
-            page: Page = write(lambda conn, a=after, n=limit: enqueue_page(
-                conn, trig, now, after_id=a, limit=n, scheduler_job=scheduler_job, collect_ids=collect_ids))
+            page: Page = write(functools.partial(_page, trig=trig, now=now, after_id=after, limit=limit,
+                                                 scheduler_job=scheduler_job, collect_ids=collect_ids))
             fire.matched += page.found
             fire.enqueued += page.enqueued
             fire.job_ids += page.job_ids

@@ -125,7 +125,7 @@ def resolve_alerts_from(conn: sqlite3.Connection, now: float, *, source: str, pa
 def set_status(conn: sqlite3.Connection, now: float, alert_id: int, action: str, *, actor: str,
                reason: str | None = None) -> dict[str, Any]:
     """Run a status action (acknowledge, resolve, suppress) on one alert."""
-    return alert.run(conn, action, alert_id, now=now, actor=actor, args={"reason": reason})  # type: ignore[no-any-return]
+    return alert.run(conn, action, alert_id, now=now, actor=actor, args={"reason": reason})
 
 
 def list_alerts(conn: sqlite3.Connection, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

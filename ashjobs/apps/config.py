@@ -21,11 +21,14 @@ from dataclasses import dataclass, field
 
 from ashjobs.config import Duration
 
+ESCALATE_AFTER = Duration(1800.0)
+TRACE_RETENTION = Duration(3 * 86400.0)
+
 
 @dataclass
 class AlertsApp:
     enabled: bool = True
-    escalate_after: Duration = Duration(1800.0)
+    escalate_after: Duration = ESCALATE_AFTER
 
     def validate(self) -> str | None:
         return "escalate_after: must be > 0" if self.escalate_after <= 0 else None
@@ -39,7 +42,7 @@ class PackagesApp:
 @dataclass
 class TraceSummariesApp:
     enabled: bool = True
-    retention: Duration = Duration(3 * 86400.0)
+    retention: Duration = TRACE_RETENTION
 
     def validate(self) -> str | None:
         return "retention: must be > 0" if self.retention <= 0 else None

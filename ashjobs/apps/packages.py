@@ -117,7 +117,7 @@ def verify(conn: sqlite3.Connection, token: str, now: float) -> Verdict:
     dead = hmac.compare_digest(digest, record["invalidated_token_hash"] or "")
     if live:
         if record["status"] in ("expired", "revoked"):
-            return record["status"]  # type: ignore[no-any-return]
+            return record["status"]
         return "ok" if now < record["download_token_expires_at"] else "expired"
     if dead:
         return "revoked" if record["status"] == "revoked" else "expired"

@@ -53,17 +53,18 @@ def ensure(conn: sqlite3.Connection, res: Resource) -> None:
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
                                           (name,))}
     if not have:
-        cols = [f"id INTEGER PRIMARY KEY", f"{_q(res.state_field)} TEXT NOT NULL"]
+        cols = ["id INTEGER PRIMARY KEY", f"{_q(res.state_field)} TEXT NOT NULL"]
         cols += [_column_ddl(f, SQL_TYPES[spec.type], spec.default) for f, spec in res.fields.items()]
         conn.execute(f"CREATE TABLE {table(res)} ({', '.join(cols)})")
         have = {"id", res.state_field, *res.fields}
     for f, spec in res.fields.items():
         if f not in have:  # a field added in a newer declaration
             conn.execute(f"ALTER TABLE {table(res)} ADD COLUMN {_column_ddl(f, SQL_TYPES[spec.type], spec.default)}")
-    for cols in [(res.state_field,), *res.indexes]:
-        index = f"res_{res.name}_{'_'.join(cols)}"
+    all_indexes: list[tuple[str, ...]] = [(res.state_field,), *res.indexes]
+    for index_cols in all_indexes:
+        index = f"res_{res.name}_{'_'.join(index_cols)}"
         if index not in indexes:
-            conn.execute(f'CREATE INDEX IF NOT EXISTS "{index}" ON {table(res)} ({", ".join(_q(c) for c in cols)})')
+            conn.execute(f'CREATE INDEX IF NOT EXISTS "{index}" ON {table(res)} ({", ".join(_q(c) for c in index_cols)})')
 
 
 def insert(conn: sqlite3.Connection, res: Resource, values: Mapping[str, Any]) -> int:
