@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import logging
     import sqlite3
 
+    from ashjobs.config import Config
     from ashjobs.services import Services
     from ashjobs.tasks import JobContext
 
@@ -231,6 +232,13 @@ def backoff(attempt: int) -> float:
     return float(min(10 * 2 ** max(attempt - 1, 0), 900))
 
 
+def _enabled(cfg: Config) -> bool:
+    try:
+        return bool(cfg.section("apps").notifications.enabled)
+    except ImportError:  # a copy without the apps section
+        return True
+
+
 def _record(conn: sqlite3.Connection, *, notification_id: int, attempt: int, delivery: Delivery,
             now: float) -> None:
     from ashjobs.store import notifications as outbox
@@ -247,7 +255,7 @@ async def deliver_notification(svc: Services, notification_id: int, *, attempt: 
     import functools
 
     from ashjobs.store import notifications as outbox
-    from ashjobs.tasks import Discard
+    from ashjobs.tasks import Cancel, Discard
 
     cfg: NotifyConfig = svc.cfg.section("notify")
     row = outbox.get(svc.store.conn, notification_id)
@@ -255,6 +263,12 @@ async def deliver_notification(svc: Services, notification_id: int, *, attempt: 
         raise Discard(f"notification {notification_id} does not exist")
     if row["status"] == "sent":
         return "already sent"
+    if not _enabled(svc.cfg):
+        reason = "not delivered: notifications are turned off ([apps.notifications] enabled = false)"
+        now = svc.clock.now()
+        await svc.write(lambda conn: outbox.finish_round(conn, notification_id, status="failed", attempt=attempt,
+                                                         now=now, error=reason))
+        raise Cancel(reason)
     done = outbox.accepted_channels(svc.store.conn, notification_id)
     doc = document(row)
     body = encode(doc)

@@ -82,14 +82,11 @@ class PollEntry:
 
 
 def _alerts_enabled(cfg: Config) -> bool:
-    """Is the alert resource on? Read defensively: the apps section may be absent from this copy."""
+    """Is the alert resource on ([apps.alerts] enabled)?"""
     try:
-        alerts = getattr(cfg.section("apps"), "alerts", None)
-    except (KeyError, ImportError):
-        alerts = None
-    if alerts is not None:
-        return bool(getattr(alerts, "enabled", True))
-    return bool(((cfg.raw.get("apps") or {}).get("alerts") or {}).get("enabled", True))
+        return bool(cfg.section("apps").alerts.enabled)
+    except ImportError:  # a copy without the apps: no alert resource
+        return False
 
 
 def cron_entries(cfg: Config) -> list[CronEntry]:

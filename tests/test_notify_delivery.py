@@ -189,3 +189,17 @@ def test_delivered_by_the_real_executor(tmp_path):
         with Store.from_config(cfg) as store:
             assert outbox.get(store.conn, nid)["status"] == "sent"
     assert len(rx.requests) == 1 and json.loads(rx.requests[0][1])["subject"] == "via executor"
+
+
+def test_turned_off_notifications_are_not_delivered(tmp_path):
+    with Receiver() as rx:
+        svc = services(tmp_path, {"apps": {"notifications": {"enabled": False}},
+                                  "notify": {"channels": ["webhook"], "webhook": {"url": rx.url}}})
+        try:
+            nid = _put(svc)
+            assert list(asyncio.run(run_due(svc, "notifications")).values()) == ["cancelled"]
+            row = outbox.get(svc.store.conn, nid)
+            assert row["status"] == "failed" and "turned off" in row["last_error"]
+        finally:
+            close(svc)
+    assert rx.requests == []

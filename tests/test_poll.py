@@ -126,11 +126,10 @@ alerts_app = importlib.util.find_spec("ashjobs.apps.alerts") is not None
 
 @pytest.mark.skipif(not alerts_app, reason="the alert resource (helper triggers) is not merged yet")
 def test_threshold_raises_one_alert_and_recovery_resolves_it(store):
-    from ashjobs.apps import alerts  # noqa: F401 - the resource must be importable
+    from ashjobs.apps import alerts
 
     def open_alerts():
-        return [dict(r) for r in store.conn.execute(
-            "SELECT * FROM alerts WHERE source = 'edge-7-ssh' AND status != 'resolved'")]
+        return [a for a in alerts.list_alerts(store.conn) if a["source"] == "edge-7-ssh" and a["status"] != "resolved"]
 
     run_check(store, T0, fails=True)
     assert open_alerts() == []  # 1 < fail_threshold 2
@@ -141,10 +140,30 @@ def test_threshold_raises_one_alert_and_recovery_resolves_it(store):
     assert len(open_alerts()) == 1  # still the same outage
     run_check(store, T0 + 90, fails=False)
     assert open_alerts() == []
+    (resolved,) = [a for a in alerts.list_alerts(store.conn, status="resolved") if a["source"] == "edge-7-ssh"]
+    assert resolved["id"] == alert["id"]
     assert poll_sql.get(store.conn, "edge-7-ssh")["alerting"] == 0
+    # The next outage raises a new alert.
+    run_check(store, T0 + 120, fails=True)
+    run_check(store, T0 + 150, fails=True)
+    (again,) = open_alerts()
+    assert again["id"] != alert["id"]
+
+
+@pytest.mark.skipif(not alerts_app, reason="the alert resource (helper triggers) is not merged yet")
+def test_alert_partition_follows_the_job(store):
+    from ashjobs.apps import alerts
+
+    run_check(store, T0, fails=True, name="dns", partition="p2", threshold=1)
+    (a,) = [a for a in alerts.list_alerts(store.conn) if a["source"] == "dns"]
+    assert a["partition"] == "p2" and "1 consecutive failures" in a["message"]
 
 
 def test_alerts_off_only_counts(store):
     run_check(store, T0, fails=True, threshold=1, alert=False)
     state = poll_sql.get(store.conn, "edge-7-ssh")
     assert (state["consecutive_failures"], state["alerting"]) == (1, 0)
+    if alerts_app:
+        from ashjobs.apps import alerts
+
+        assert alerts.list_alerts(store.conn) == []

@@ -161,12 +161,11 @@ def test_cron_entry_and_its_env_override(tmp_path):
 
 
 def test_retention_and_enabled_from_config(tmp_path):
-    raw = {"apps": {"trace_summaries": {"retention": "1d"}}}
-    try:
-        cfg = config.from_dict(raw, data_dir=str(tmp_path))
-    except config.ConfigError as e:  # the apps section of this copy may not know the key yet
-        pytest.skip(f"[apps.trace_summaries] retention not accepted here: {e}")
+    cfg = config.from_dict({"apps": {"trace_summaries": {"retention": "1d"}}}, data_dir=str(tmp_path))
     assert ts._settings(cfg) == (True, 86400.0)
+    assert ts._settings(config.from_dict({}, data_dir=str(tmp_path))) == (True, 3 * 86400.0)
+    off = config.from_dict({"apps": {"trace_summaries": {"enabled": False}}}, data_dir=str(tmp_path))
+    assert ts.cron_entries(off) == []
 
 
 def test_refresh_task_through_services(tmp_path):

@@ -98,21 +98,12 @@ def last_hour(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
 
 
 def _settings(cfg: Config) -> tuple[bool, float]:
-    """(enabled, retention) from [apps.trace_summaries], read defensively: the apps section may be absent."""
-    from ashjobs.config import parse_duration
-
+    """(enabled, retention) from [apps.trace_summaries]."""
     try:
-        section = getattr(cfg.section("apps"), "trace_summaries", None)
-    except (KeyError, ImportError):
-        section = None
-    if section is not None:
-        retention = getattr(section, "retention", None)
-        return bool(getattr(section, "enabled", True)), float(retention) if retention else DEFAULT_RETENTION
-    raw = (cfg.raw.get("apps") or {}).get("trace_summaries") or {}
-    retention = raw.get("retention")
-    if isinstance(retention, str):
-        retention = parse_duration(retention)
-    return bool(raw.get("enabled", True)), float(retention) if retention else DEFAULT_RETENTION
+        app = cfg.section("apps").trace_summaries
+    except ImportError:  # a copy without the apps section: the defaults
+        return True, DEFAULT_RETENTION
+    return bool(app.enabled), float(app.retention)
 
 
 def cron_entries(cfg: Config) -> list[CronEntry]:
