@@ -3,6 +3,7 @@ retries with backoff, a unique-insert race between processes, cross-process wake
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def test_failing_command_retries_with_backoff_then_discards(tmp_path: Path, data
     assert all("exit 7: disk on fire" in a["error"] for a in attempts)
     assert [e["attempt"] for e in job["errors"]] == [1, 2, 3]
     # Each retry waited at least the scaled default backoff (0.02 * (15 + 2^attempt)).
-    for n, (prev, nxt) in enumerate(zip(attempts, attempts[1:], strict=False), start=1):
+    for n, (prev, nxt) in enumerate(itertools.pairwise(attempts), start=1):
         gap = parse_iso(nxt["started_at"]) - parse_iso(prev["finished_at"])
         assert gap >= 0.02 * (15 + 2**n) - 0.01
 
