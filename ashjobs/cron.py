@@ -13,9 +13,9 @@ Time zones and DST, as cron users expect (Debian cron's rules):
 - An interval-like schedule (minute or hour starts with `*`: `*/5 * * * *`, `0 * * * *`) and `every`
   follow real elapsed time: the repeated hour has its slots twice, the skipped hour has none.
 
-Missed slots (the daemon was down, or the wall clock jumped forward): a slot more than `GRACE` seconds in
-the past when first seen is missed; `missed = "skip"` drops them, `"latest"` fires the newest one, `"all"`
-fires the newest `max_catchup` of them, oldest first.
+Missed slots (the daemon was down, or the wall clock jumped forward): when the loop looks, the newest slot
+that has passed fires if it is at most `GRACE` seconds old; older ones were missed: `missed = "skip"` drops
+them, `"latest"` fires the newest of them, `"all"` the newest `max_catchup`, oldest first.
 """
 
 from __future__ import annotations
@@ -280,20 +280,20 @@ def next_fires(entry: CronEntry, after: float, n: int) -> list[float]:
     return out
 
 
-def plan(entry: CronEntry, cursor: float, now: float) -> tuple[list[float], bool]:
-    """The slots to fire at `now` for an entry whose slots up to `cursor` are dealt with, and whether some
-    missed slots are dropped by the `missed` policy. On-time slots (at most GRACE old) always fire; older
-    ones are missed: `skip` drops them, `latest` fires the newest, `all` the newest `max_catchup`."""
+def plan(entry: CronEntry, cursor: float, now: float) -> tuple[list[tuple[float, bool]], bool]:
+    """What to fire at `now` for an entry whose slots up to `cursor` are dealt with: (slot, late) pairs,
+    oldest first, and whether the `missed` policy dropped some. The newest slot in (cursor, now] is on time
+    if it is at most GRACE old; every older one was missed (the daemon was down, or the wall clock jumped):
+    `skip` drops them, `latest` fires the newest, `all` the newest `max_catchup`."""
     if now <= cursor:  # the wall clock went back: everything up to the cursor was already handled
         return [], False
-    boundary = max(cursor, now - GRACE)
-    on_time = slots_between(entry, boundary, now)
-    if boundary == cursor:
-        return on_time, False
     keep = {"skip": 0, "latest": 1, "all": entry.max_catchup}[entry.missed]
-    late = slots_between(entry, cursor, boundary, limit=keep + 1)  # one more tells whether any are dropped
-    fire_late = late[len(late) - keep:] if keep else []
-    return fire_late + on_time, len(late) > keep
+    found = slots_between(entry, cursor, now, limit=keep + 2)  # +1 on-time slot, +1 tells if any are dropped
+    if not found:
+        return [], False
+    on_time = [(found.pop(), False)] if now - found[-1] <= GRACE else []
+    late = [(slot, True) for slot in found[len(found) - keep:]] if keep else []
+    return late + on_time, len(found) > keep
 
 
 # ---------------------------------------------------------------------------------------------- entries

@@ -94,8 +94,7 @@ class CronLoop:
                 continue
             slots, some_dropped = cron.plan(e, self.cursor[e.name], now)
             dropped += some_dropped
-            on_time = now - cron.GRACE
-            fires.extend(Fire(e, s, late=s <= on_time) for s in slots)
+            fires.extend(Fire(e, slot, late) for slot, late in slots)
         return fires, dropped
 
     def advance(self, now: float) -> None:
@@ -160,7 +159,7 @@ class CronLoop:
         svc = self.svc
         names = ", ".join(e.name for e in self.entries) or "none"
         svc.log.info("cron: %d entries (%s)", len(self.entries), names)
-        while True:
+        while not svc.stopping.is_set():  # a stopping daemon enqueues nothing new
             try:
                 await self.tick()
             except asyncio.CancelledError:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ashjobs import config  # noqa: E402
-from ashjobs.clock import SystemClock, parse_iso  # noqa: E402
-from ashjobs.cron import CronEntry  # noqa: E402
-from ashjobs.cron_loop import CronLoop  # noqa: E402
-from ashjobs.services import Services  # noqa: E402
-from ashjobs.store import Store, Writer  # noqa: E402
+from ashjobs import config
+from ashjobs.clock import SystemClock, parse_iso
+from ashjobs.cron import CronEntry
+from ashjobs.cron_loop import CronLoop
+from ashjobs.services import Services
+from ashjobs.store import Store, Writer
 
 FLOOR_P99_MS = 100.0
 
