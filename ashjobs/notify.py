@@ -7,7 +7,7 @@ HTTP 2xx or exit status 0. The notification is `sent` once every channel has acc
 fails and retries with backoff, re-trying only the channels still missing, so a receiver that accepted is
 not sent the same notification again by a later round. After the last attempt it is `failed`.
 
-Webhook signature: with `secret` set, the request carries `X-Ashjobs-Timestamp: <unix seconds>` and
+Webhook signature: with `secret` (or `secret_file`) set, the request carries `X-Ashjobs-Timestamp: <unix seconds>` and
 `X-Ashjobs-Signature: sha256=<hex>`, the HMAC-SHA256 under the secret of `<timestamp>.` followed by the exact
 body bytes. A receiver recomputes it (`verify_signature`), compares in constant time and rejects stale
 timestamps; `X-Ashjobs-Notification` (the id) lets it drop a duplicate.
@@ -56,11 +56,14 @@ def _url_problem(url: str) -> str | None:
 class WebhookConfig:
     url: str = ""
     secret: str = ""  # when set, requests are signed (HMAC-SHA256)
+    secret_file: str = ""  # or: read the secret from this file (keeps it out of the config)
     timeout: Duration = WEBHOOK_TIMEOUT
 
     def validate(self) -> str | None:
         if self.url and (problem := _url_problem(self.url)):
             return f"url: {problem}"
+        if self.secret and self.secret_file:
+            return "secret_file: set either 'secret' or 'secret_file', not both"
         if self.timeout <= 0:
             return "timeout: must be > 0"
         return None
@@ -152,6 +155,7 @@ class Delivery:
 def post_webhook(cfg: WebhookConfig, body: bytes, *, notification_id: int, timestamp: int) -> Delivery:
     """POST the body; blocking (run it in a thread). Redirects are not followed: a 3xx is a refusal."""
     import http.client
+    from pathlib import Path
     from urllib.parse import urlsplit
 
     from ashjobs import __version__
@@ -161,7 +165,16 @@ def post_webhook(cfg: WebhookConfig, body: bytes, *, notification_id: int, times
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {"Content-Type": "application/json", "User-Agent": f"ashjobs/{__version__}",
                ID_HEADER: str(notification_id), TIMESTAMP_HEADER: str(timestamp)}
-    if cfg.secret:
+    if cfg.secret_file:
+        try:
+            secret = Path(cfg.secret_file).expanduser().read_bytes().strip()
+        except OSError as e:
+            return Delivery("webhook", False, None, f"notify.webhook.secret_file: cannot read {cfg.secret_file}: "
+                            f"{e.strerror}")
+        if not secret:
+            return Delivery("webhook", False, None, f"notify.webhook.secret_file: {cfg.secret_file} is empty")
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    elif cfg.secret:
         headers[SIGNATURE_HEADER] = sign(cfg.secret, timestamp, body)
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = conn_cls(parts.hostname or "", parts.port, timeout=cfg.timeout)
