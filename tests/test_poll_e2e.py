@@ -12,10 +12,17 @@ import pytest
 
 from tests.conftest import Cli, Daemon
 
+
+def _have(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its package is absent
+        return False
+
+
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("ashjobs.cluster.node") is None
-                       or importlib.util.find_spec("ashjobs.apps.alerts") is None,
+    pytest.mark.skipif(not (_have("ashjobs.cluster.node") and _have("ashjobs.apps.alerts")),
                        reason="needs the cluster (helper coord) and the alert resource (helper triggers)"),
 ]
 
