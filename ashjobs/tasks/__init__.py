@@ -108,7 +108,7 @@ def _ensure_builtins() -> None:
     if not _loaded_builtins:
         _loaded_builtins = True
         importlib.import_module("ashjobs.tasks.builtin")
-        for mod in ("ashjobs.tasks.checks",):
+        for mod in ("ashjobs.tasks.checks", "ashjobs.notify", "ashjobs.apps.trace_summaries", "ashjobs.triggers"):
             try:
                 importlib.import_module(mod)
             except ModuleNotFoundError as e:
