@@ -1,0 +1,179 @@
+"""systemd's notify protocol, spoken to $NOTIFY_SOCKET directly: one datagram of `KEY=value` lines each.
+
+`Notifier(svc)` is the daemon component: READY=1 once the daemon serves, STATUS= lines a person can read in
+`systemctl status`, WATCHDOG=1 at half of $WATCHDOG_USEC from the event loop (and only while every beating
+component is recent, so a hung loop gets the service restarted), STOPPING=1 when the daemon drains.
+Without $NOTIFY_SOCKET it does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from ashjobs import health
+
+log = logging.getLogger("ashjobs.systemd")
+
+STATUS_EVERY = 5.0  # seconds between STATUS= refreshes
+
+
+def socket_address(value: str) -> str:
+    """$NOTIFY_SOCKET → an AF_UNIX address: an absolute path, or '@name' for the abstract namespace."""
+    if value.startswith("@"):
+        return "\0" + value[1:]
+    if value.startswith("/"):
+        return value
+    raise ValueError(f"NOTIFY_SOCKET={value!r}: expected an absolute path or an '@' abstract name")
+
+
+def watchdog_interval(env: Mapping[str, str], pid: int) -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of $WATCHDOG_USEC), or None when no watchdog is asked of this
+    process ($WATCHDOG_PID, when set, names the process systemd watches)."""
+    usec = env.get("WATCHDOG_USEC", "").strip()
+    if not usec:
+        return None
+    watched = env.get("WATCHDOG_PID", "").strip()
+    if watched and watched != str(pid):
+        return None
+    try:
+        value = int(usec)
+    except ValueError:
+        return None
+    return value / 2e6 if value > 0 else None
+
+
+def status_text(jobs_by_state: Mapping[str, int], pollers: Mapping[str, int] | None) -> str:
+    """One line for `systemctl status`: '3 pollers alive, 120 jobs available, 4 executing'."""
+    parts = []
+    if pollers is not None:
+        alive = pollers.get("alive", 0)
+        others = ", ".join(f"{n} {state}" for state, n in sorted(pollers.items()) if state != "alive" and n)
+        parts.append(f"{alive} poller{'s' if alive != 1 else ''} alive" + (f" ({others})" if others else ""))
+    parts.append(f"{jobs_by_state.get('available', 0)} jobs available")
+    parts.append(f"{jobs_by_state.get('executing', 0)} executing")
+    for state in ("scheduled", "retryable"):
+        if jobs_by_state.get(state):
+            parts.append(f"{jobs_by_state[state]} {state}")
+    return ", ".join(parts)
+
+
+def registry_counts(registry: Any) -> dict[str, int] | None:
+    """Pollers by state from the cluster registry (`svc.extras["registry"]`), if it publishes one:
+    `registry.counts() -> {state: n}`."""
+    counts = getattr(registry, "counts", None)
+    if not callable(counts):
+        return None
+    try:
+        return {str(k): int(v) for k, v in counts().items()}
+    except Exception:  # a registry mid-update must not take the notifier down
+        log.debug("registry counts unavailable", exc_info=True)
+        return None
+
+
+class SdNotify:
+    """A datagram socket to systemd. Sending never raises: a missing manager must not stop the daemon."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._warned = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> SdNotify | None:
+        value = env.get("NOTIFY_SOCKET", "")
+        if not value:
+            return None
+        try:
+            return cls(socket_address(value))
+        except ValueError as e:
+            log.warning("%s; not notifying systemd", e)
+            return None
+
+    def send(self, *lines: str) -> bool:
+        try:
+            self.sock.sendto("\n".join(lines).encode(), self.address)
+            return True
+        except OSError as e:
+            if not self._warned:
+                log.warning("cannot notify systemd at %r: %s", self.address.replace("\0", "@"), e.strerror)
+                self._warned = True
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Notifier:
+    """Daemon component. Needs from the daemon: `svc.extras["ready"]` (an asyncio.Event set once it serves),
+    `svc.stopping` (set when it drains), components beating into `svc.alive`."""
+
+    def __init__(self, svc: Any, env: Mapping[str, str] | None = None) -> None:
+        self.svc = svc
+        env = os.environ if env is None else env
+        self.sd = SdNotify.from_env(env)
+        self.watchdog = watchdog_interval(env, os.getpid())
+        self.ready: asyncio.Event = svc.extras.setdefault("ready", asyncio.Event())
+        self._stopping_sent = False
+
+    async def run(self) -> None:
+        if self.sd is None:
+            await asyncio.get_running_loop().create_future()  # nothing to do until cancelled
+            return
+        stopping = asyncio.ensure_future(self.svc.stopping.wait())
+        try:
+            await asyncio.wait([stopping, asyncio.ensure_future(self.ready.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not self.svc.stopping.is_set():
+                self.sd.send("READY=1", f"STATUS={self.status()}")
+                log.info("told systemd we are ready")
+            tick = min(STATUS_EVERY, self.watchdog or STATUS_EVERY)
+            next_status = self.svc.clock.monotonic() + STATUS_EVERY
+            while True:
+                if stopping.done():
+                    self.send_stopping()
+                if self.watchdog is not None:
+                    self.ping()
+                now = self.svc.clock.monotonic()
+                if now >= next_status and not stopping.done():
+                    self.sd.send(f"STATUS={self.status()}")
+                    next_status = now + STATUS_EVERY
+                if stopping.done():
+                    await asyncio.sleep(tick)  # keep the watchdog fed while the drain runs
+                else:
+                    await asyncio.wait([stopping], timeout=tick)  # wakes at once when the drain starts
+        finally:
+            stopping.cancel()
+
+    def ping(self) -> bool:
+        """WATCHDOG=1 unless a beating component has gone quiet (then systemd restarts us)."""
+        late = health.stale(self.svc.alive, self.svc.clock.monotonic())
+        if late:
+            log.warning("not pinging the systemd watchdog: no heartbeat from %s", ", ".join(late))
+            return False
+        return self.sd.send("WATCHDOG=1") if self.sd else False
+
+    def send_stopping(self) -> None:
+        if self.sd is not None and not self._stopping_sent:
+            self._stopping_sent = True
+            self.sd.send("STOPPING=1", "STATUS=draining: finishing running jobs")
+
+    async def drain(self, grace: float) -> None:
+        self.send_stopping()
+
+    def status(self) -> str:
+        from ashjobs.store import jobs
+
+        try:
+            by_queue = jobs.counts(self.svc.store.conn)
+        except Exception as e:  # the status line is advisory; never let it stop the watchdog
+            return f"store unreadable: {e}"
+        totals: dict[str, int] = {}
+        for states in by_queue.values():
+            for state, n in states.items():
+                totals[state] = totals.get(state, 0) + n
+        return status_text(totals, registry_counts(self.svc.extras.get("registry")))
