@@ -48,12 +48,12 @@ def watchdog_interval(env: Mapping[str, str], pid: int) -> float | None:
 
 
 def status_text(jobs_by_state: Mapping[str, int], pollers: Mapping[str, int] | None) -> str:
-    """One line for `systemctl status`: '3 pollers alive, 120 jobs available, 4 executing'."""
+    """One line for `systemctl status`: '3 pollers (2 available, 1 busy), 120 jobs available, 4 executing'."""
     parts = []
     if pollers is not None:
-        alive = pollers.get("alive", 0)
-        others = ", ".join(f"{n} {state}" for state, n in sorted(pollers.items()) if state != "alive" and n)
-        parts.append(f"{alive} poller{'s' if alive != 1 else ''} alive" + (f" ({others})" if others else ""))
+        total = sum(pollers.values())
+        detail = ", ".join(f"{n} {state}" for state, n in sorted(pollers.items()) if n)
+        parts.append(f"{total} poller{'s' if total != 1 else ''}" + (f" ({detail})" if detail else ""))
     parts.append(f"{jobs_by_state.get('available', 0)} jobs available")
     parts.append(f"{jobs_by_state.get('executing', 0)} executing")
     for state in ("scheduled", "retryable"):
@@ -63,16 +63,24 @@ def status_text(jobs_by_state: Mapping[str, int], pollers: Mapping[str, int] | N
 
 
 def registry_counts(registry: Any) -> dict[str, int] | None:
-    """Pollers by state from the cluster registry (`svc.extras["registry"]`), if it publishes one:
-    `registry.counts() -> {state: n}`."""
-    counts = getattr(registry, "counts", None)
-    if not callable(counts):
+    """Pollers by state from the cluster registry (`svc.extras["registry"]`): its `counts()` if it has one,
+    else the states of its `pollers()`. None when there is no registry (a poller-only node)."""
+    if registry is None:
         return None
     try:
-        return {str(k): int(v) for k, v in counts().items()}
+        counts = getattr(registry, "counts", None)
+        if callable(counts):
+            return {str(k): int(v) for k, v in counts().items()}
+        pollers = getattr(registry, "pollers", None)
+        if callable(pollers):
+            out: dict[str, int] = {}
+            for p in pollers():
+                state = str(getattr(p, "state", "unknown"))
+                out[state] = out.get(state, 0) + 1
+            return out
     except Exception:  # a registry mid-update must not take the notifier down
         log.debug("registry counts unavailable", exc_info=True)
-        return None
+    return None
 
 
 class SdNotify:

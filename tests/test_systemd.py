@@ -42,17 +42,27 @@ def test_watchdog_interval_is_half_of_watchdog_usec() -> None:
 
 
 def test_status_text_says_something_useful() -> None:
-    line = status_text({"available": 120, "executing": 4, "completed": 9}, {"alive": 3, "lost": 1})
-    assert line == "3 pollers alive (1 lost), 120 jobs available, 4 executing"
+    line = status_text({"available": 120, "executing": 4, "completed": 9}, {"available": 2, "busy": 1,
+                                                                             "draining": 0})
+    assert line == "3 pollers (2 available, 1 busy), 120 jobs available, 4 executing"
     assert status_text({"retryable": 2}, None) == "0 jobs available, 0 executing, 2 retryable"
 
 
 def test_registry_counts_duck_typed() -> None:
     class Registry:
         def counts(self) -> dict[str, int]:
-            return {"alive": 2}
+            return {"available": 2}
 
-    assert registry_counts(Registry()) == {"alive": 2}
+    class Poller:
+        def __init__(self, state: str) -> None:
+            self.state = state
+
+    class PollerRegistry:
+        def pollers(self) -> list[Poller]:
+            return [Poller("available"), Poller("busy"), Poller("available")]
+
+    assert registry_counts(Registry()) == {"available": 2}
+    assert registry_counts(PollerRegistry()) == {"available": 2, "busy": 1}
     assert registry_counts(object()) is None
     assert registry_counts(None) is None
 
