@@ -37,7 +37,7 @@ def _load(name: str) -> click.Command | None:
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as e:
-        if e.name == module:  # a feature not built into this copy
+        if e.name and (module == e.name or module.startswith(e.name + ".")):  # a feature not built into this copy
             return None
         raise
     return getattr(mod, attr)  # type: ignore[no-any-return]

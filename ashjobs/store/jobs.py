@@ -209,6 +209,7 @@ class Result:
     error: str | None = None
     snooze: float | None = None  # seconds: run again later without burning an attempt
     backoff: float | None = None  # seconds before the retry, from the task's backoff
+    discard: bool = False  # a failure that must not be retried (Discard, unknown task)
 
 
 @dataclass
@@ -268,7 +269,8 @@ def finish(conn: sqlite3.Connection, results: Iterable[Result], now: float,
                          "WHERE id = ?", (now, entry, r.job_id))
         else:
             state = _fail(conn, r.job_id, attempt, max_attempts, now, r.error or r.outcome,
-                          r.backoff if r.backoff is not None else rules.default_backoff(attempt))
+                          r.backoff if r.backoff is not None else rules.default_backoff(attempt),
+                          discard=r.discard)
         if on_finish is not None:
             on_finish(conn, FinishedAttempt(r.job_id, task, json.loads(row[4]), json.loads(row[5]), attempt,
                                             max_attempts, r.outcome, state, r.error, row[6], now))
@@ -441,3 +443,17 @@ def paused_queues(conn: sqlite3.Connection) -> set[str]:
 def expired_leases(conn: sqlite3.Connection, now: float) -> list[tuple[int, str | None]]:
     return [(r[0], r[1]) for r in conn.execute(
         "SELECT id, lease_owner FROM jobs WHERE state = 'executing' AND lease_expires_at < ?", (now,))]
+
+
+def waiting_reasons(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Why routed jobs wait (set by the dispatcher in meta.waiting), e.g. "no poller for partition p1"."""
+    out: dict[str, int] = {}
+    queues = [r[0] for r in conn.execute("SELECT DISTINCT queue FROM jobs INDEXED BY jobs_fetch "
+                                         "WHERE state = 'available'")]
+    for q in queues:
+        for reason, n in conn.execute(
+                "SELECT json_extract(meta, '$.waiting'), count(*) FROM jobs WHERE state = 'available' AND queue = ? "
+                "AND partition >= '' GROUP BY 1", (q,)):
+            if reason:
+                out[reason] = out.get(reason, 0) + n
+    return [{"reason": r, "count": n} for r, n in sorted(out.items())]

@@ -1,0 +1,303 @@
+"""The local executor: claims unrouted jobs from the SQLite table and runs them on this node.
+
+One cycle = one writer transaction that records every result gathered since the last cycle, stages due
+jobs, and claims work for every queue with free slots. While that commit is in flight, jobs keep
+finishing, so under load each fsync covers many jobs (group commit); when idle a job's result commits at
+once. Every job runs under a lease (owner, fencing token, expiry); results are fenced by the token, so a
+job cancelled by another process or rescued meanwhile cannot be overwritten by its old runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from ashjobs import tasks
+from ashjobs.services import Services
+from ashjobs.store import jobs as sql
+
+LEASE_TTL = 30.0  # local leases only matter to other processes' views and to restart rescue
+RENEW_EVERY = LEASE_TTL / 3
+CHECK_EVERY = 1.0  # how often running jobs are checked for cancellation by another process
+MAX_IDLE_WAIT = 5.0  # a safety net only: wake-ups come from inserts and the wake socket
+
+
+@dataclass
+class Running:
+    job_id: int
+    token: int
+    queue: str
+    task: str
+    attempt: int
+    started_at: float
+    handle: asyncio.Task[None]
+    ctx: tasks.JobContext | None = None
+
+
+@dataclass
+class Cycle:
+    claimed: list[sqlite3.Row]
+    refused: list[sql.Result]
+    paused: set[str]
+    next_due: float | None
+    gone: list[int]  # running jobs no longer executing under our lease (cancelled elsewhere)
+
+
+class LocalExecutor:
+    def __init__(self, svc: Services, *, claim: bool = True) -> None:
+        self.svc = svc
+        self.node = svc.node
+        self.limits = dict(svc.cfg.queues)
+        self.running: dict[int, Running] = {}
+        self.per_queue: Counter[str] = Counter()
+        self.results: list[sql.Result] = []
+        self.paused: set[str] = set()
+        self.claiming = claim
+        self.draining = False
+        self.finished = 0
+        self._wake = asyncio.Event()
+        self._check_leases = True
+        self._last_renew = 0.0
+        self._last_check = 0.0
+        self._next_due: float | None = None
+        svc.on_wake(self.wake)
+        svc.extras["executor"] = self
+
+    def wake(self, *, external: bool = False) -> None:
+        if external:
+            self._check_leases = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            await self._cycle()
+            self.svc.beat("executor")
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        timeout = MAX_IDLE_WAIT
+        if self._next_due is not None:
+            timeout = min(timeout, max(0.0, self._next_due - self.svc.clock.now()))
+        if self.running:
+            timeout = min(timeout, CHECK_EVERY)
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _free(self) -> dict[str, int]:
+        if not self.claiming or self.draining:
+            return {}
+        return {q: limit - self.per_queue[q] for q, limit in self.limits.items()
+                if q not in self.paused and limit - self.per_queue[q] > 0}
+
+    async def _cycle(self) -> None:
+        results, self.results = self.results, []
+        free = self._free()
+        mono = time.monotonic()
+        renew = [(r.job_id, r.token) for r in self.running.values()] if mono - self._last_renew > RENEW_EVERY else []
+        check = list(self.running) if (self._check_leases or mono - self._last_check > CHECK_EVERY) else []
+        if renew:
+            self._last_renew = mono
+        if check:
+            self._last_check, self._check_leases = mono, False
+        now = self.svc.clock.now()
+
+        def work(conn: sqlite3.Connection) -> Cycle:
+            refused = sql.finish(conn, results, now, tasks.run_finish_hooks) if results else []
+            if renew:
+                sql.renew(conn, renew, now + LEASE_TTL)
+            gone = []
+            if check:
+                states = sql.states_of(conn, check)
+                gone = [i for i in check if i in self.running and states.get(i) != ("executing", self.running[i].token)]
+            sql.stage(conn, now)
+            paused = sql.paused_queues(conn)
+            claimed: list[sqlite3.Row] = []
+            for queue, n in free.items():
+                if queue not in paused:
+                    claimed.extend(sql.claim(conn, queue, n, self.node, now, LEASE_TTL))
+            return Cycle(claimed, refused, paused, sql.next_due(conn), gone)
+
+        try:
+            cycle = await self.svc.write(work)
+        except sqlite3.Error as e:  # e.g. disk full: keep the results, try again shortly
+            self.svc.log.error("store write failed, retrying: %s", e)
+            self.results[:0] = results
+            await asyncio.sleep(0.5)
+            return
+        self.finished += len(results)
+        self.paused = cycle.paused
+        self._next_due = cycle.next_due
+        for r in cycle.refused:
+            self.svc.stats["stale_results_refused"] += 1
+            self.svc.log.warning("result of job %s refused: its lease %s is no longer current", r.job_id, r.token)
+        for job_id in cycle.gone:
+            running = self.running.get(job_id)
+            if running is not None:
+                self.svc.log.info("job %s was cancelled elsewhere; stopping it", job_id)
+                running.handle.cancel()
+        for row in cycle.claimed:
+            self._start(row)
+
+    def _start(self, row: sqlite3.Row) -> None:
+        job_id, token, queue = row["id"], row["lease_token"], row["queue"]
+        started = self.svc.clock.now()
+        handle = asyncio.create_task(self._execute(row, started), name=f"job-{job_id}")
+        self.running[job_id] = Running(job_id, token, queue, row["task"], row["attempt"], started, handle)
+        self.per_queue[queue] += 1
+
+    async def _execute(self, row: sqlite3.Row, started: float) -> None:
+        job_id, token = row["id"], row["lease_token"]
+        result = sql.Result(job_id, token, "success", self.node, started, 0.0)
+        try:
+            await run_task(row, self.node, self.svc, result)
+        except asyncio.CancelledError:
+            if self.draining:  # handed back by the drain: no result, the job is requeued
+                self._done(job_id, None)
+                return
+            result.outcome, result.error = "cancelled", "cancelled by request"
+        self._done(job_id, result)
+
+    def _done(self, job_id: int, result: sql.Result | None) -> None:
+        running = self.running.pop(job_id, None)
+        if running is not None:
+            self.per_queue[running.queue] -= 1
+        if result is not None:
+            result.duration = max(0.0, self.svc.clock.now() - result.started_at)
+            self.results.append(result)
+            _log_outcome(self.svc, result, running)
+        self._wake.set()
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming; let running jobs finish within `grace`; hand the rest back without burning attempts."""
+        self.claiming = False
+        deadline = time.monotonic() + grace
+        while self.running and time.monotonic() < deadline:
+            await asyncio.wait([r.handle for r in self.running.values()], timeout=deadline - time.monotonic())
+        self.draining = True
+        leftover = [(r.job_id, r.token) for r in self.running.values()]
+        for r in list(self.running.values()):
+            r.handle.cancel()
+        if leftover:
+            await asyncio.wait([r.handle for r in self.running.values()] or [asyncio.sleep(0)], timeout=2.0)
+        results, self.results = self.results, []
+        now = self.svc.clock.now()
+
+        def work(conn: sqlite3.Connection) -> int:
+            sql.finish(conn, results, now, tasks.run_finish_hooks)
+            return sql.requeue(conn, leftover)
+
+        handed_back = await self.svc.write(work)
+        if handed_back:
+            self.svc.log.info("drain: %d running job(s) handed back as available", handed_back)
+
+
+async def run_task(row: Any, node: str, services: Any, result: sql.Result) -> None:
+    """Run one attempt of a job and fill in `result`. Shared by the local executor and pollers."""
+    args = row["args"]
+    if isinstance(args, str):
+        import json
+
+        args = json.loads(args)
+    try:
+        task = tasks.get(row["task"])
+    except tasks.UnknownTask as e:
+        result.outcome, result.error, result.discard = "failure", str(e), True
+        return
+    timeout = row["timeout"] if row["timeout"] is not None else task.timeout
+    call_args: tuple[Any, ...] = ()
+    if task.context:
+        meta = row["meta"]
+        call_args = (tasks.JobContext(row["id"], row["attempt"], row["max_attempts"], row["task"], row["queue"],
+                                      node, row["actor"], meta if isinstance(meta, dict) else _loads(meta), services),)
+    try:
+        async with asyncio.timeout(timeout) as deadline:
+            if task.is_async:
+                await task.fn(*call_args, **args)
+            else:
+                await asyncio.to_thread(task.fn, *call_args, **args)
+    except tasks.Snooze as s:
+        result.outcome, result.snooze = None, s.seconds
+    except tasks.Cancel as c:
+        result.outcome, result.error = "cancelled", c.reason
+    except tasks.Discard as d:
+        result.outcome, result.error, result.discard = "failure", d.reason, True
+    except TimeoutError as e:
+        if deadline.expired():
+            result.outcome, result.error = "timeout", f"timed out after {timeout:g}s"
+        else:
+            result.outcome, result.error = "failure", _describe(e)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        result.outcome, result.error = "failure", _describe(e)
+    if result.outcome == "failure" and task.backoff is not None and not result.discard:
+        result.backoff = task.backoff(row["attempt"])
+
+
+def _loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _log_outcome(svc: Services, r: sql.Result, running: Running | None) -> None:
+    if not svc.log.isEnabledFor(20):
+        return
+    task = running.task if running else "?"
+    attempt = running.attempt if running else 0
+    outcome = "snoozed" if r.snooze is not None else r.outcome
+    svc.log.info("job %s %s", r.job_id, outcome, extra={
+        "job_id": r.job_id, "task": task, "attempt": attempt, "node": r.node, "outcome": outcome,
+        "duration": round(r.duration, 6), "error": r.error})
+
+
+def run_until_done(cfg: Any, job_ids: list[int], timeout: float) -> dict[int, str]:
+    """Run the given jobs (and whatever else is due on the local queues) in the foreground with the same
+    executor the daemon uses, until all of them are finished or `timeout` passes. Returns final states."""
+    import logging
+
+    from ashjobs.clock import SYSTEM
+    from ashjobs.queue import FINISHED
+    from ashjobs.store import Store, Writer
+
+    store = Store.from_config(cfg)
+    tasks.load(cfg)
+    writer = Writer(store)
+
+    async def main() -> dict[int, str]:
+        svc = Services(cfg=cfg, store=store, writer=writer, clock=SYSTEM, node=cfg.node.name,
+                       log=logging.getLogger("ashjobs"))
+        ex = LocalExecutor(svc)
+        runner = asyncio.create_task(ex.run())
+        deadline = time.monotonic() + timeout
+        states: dict[int, str] = {}
+        try:
+            while time.monotonic() < deadline:
+                states = {k: v[0] for k, v in sql.states_of(store.conn, job_ids).items()}
+                if all(states.get(i) in FINISHED for i in job_ids):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await ex.drain(5.0)
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        return {k: v[0] for k, v in sql.states_of(store.conn, job_ids).items()}
+
+    try:
+        return asyncio.run(main())
+    finally:
+        writer.close()
+        store.close()
