@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 
-BEAT_EVERY = 1.0
-STALE_AFTER = 10.0  # several missed beats: a stuck loop, not a slow tick
+BEAT_EVERY = 5.0  # the executor idles up to 5 s between cycles
+STALE_AFTER = 15.0  # three missed beats: a stuck loop, not a slow tick
 
 
 def stale(alive: Mapping[str, float], now: float, max_age: float = STALE_AFTER) -> list[str]:

@@ -6,9 +6,11 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
+from conftest import Cli, Daemon
 
 from ashjobs import config, health
 from ashjobs.clock import FakeClock
@@ -178,3 +180,34 @@ def test_abstract_socket_and_no_socket(svc: Services) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_daemon_notifies_ready_watchdog_stopping_in_order(tmp_path: Path, daemons: list) -> None:
+    """`ashjobs run` as a subprocess with a real $NOTIFY_SOCKET, as systemd starts it."""
+    data = tmp_path / "data"
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(20)
+    daemon = Daemon(Cli(data), env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})
+    daemons.append(daemon)
+    daemon.start(wait=False)
+    seen: list[str] = []
+
+    def until(first_line: str) -> None:
+        deadline = time.monotonic() + 20
+        while not seen or seen[-1].splitlines()[0] != first_line:
+            assert time.monotonic() < deadline, f"no {first_line} from the daemon; got {seen}\n{daemon.log()}"
+            seen.append(sock.recv(4096).decode())
+
+    until("READY=1")
+    assert seen[-1].splitlines()[1].startswith("STATUS=0 jobs available, 0 executing")
+    until("WATCHDOG=1")
+    until("WATCHDOG=1")  # it keeps pinging
+    assert daemon.terminate() == 0
+    until("STOPPING=1")
+    firsts = [m.splitlines()[0] for m in seen]
+    assert firsts.index("READY=1") < firsts.index("WATCHDOG=1") < firsts.index("STOPPING=1")
+    assert "READY=1" not in firsts[firsts.index("READY=1") + 1:]
+    sock.close()
