@@ -156,3 +156,35 @@ def test_off_by_default_and_clear_error_when_port_taken(svc: Services, tmp_path:
             MetricsServer(svc)
     finally:
         first.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_scrape_a_running_daemon(tmp_path: Path, daemons: list) -> None:
+    from conftest import Cli, Daemon, write_config
+
+    port = free_port()
+    cfg = write_config(tmp_path / "ashjobs.toml", f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    cli = Cli(tmp_path / "data", cfg)
+    daemon = Daemon(cli)
+    daemons.append(daemon)
+    daemon.start()
+    ids = [cli.enqueue("noop") for _ in range(3)]
+    cli.wait_finished(ids)
+    status, text = get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    m = samples(text)
+    assert m[("ashjobs_jobs", (("queue", "default"), ("state", "completed")))] == 3
+    assert m[("ashjobs_attempts_total", (("outcome", "success"),))] == 3
+    assert m[("ashjobs_job_duration_seconds_count", (("queue", "default"),))] == 3
+    assert m[("ashjobs_leases_active", ())] == 0
+    assert ("process_resident_memory_bytes", ()) in m
+    assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+    assert daemon.terminate() == 0
