@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from ashjobs import config, tasks
 from ashjobs.clock import SYSTEM
@@ -96,7 +95,7 @@ def run(coro: Any) -> Any:
 
 def test_failure_then_success_records_both_attempts(tmp_path: Path) -> None:
     async def main() -> None:
-        async for h in _harness(tmp_path):
+        async with _harness(tmp_path) as h:
             job_id = h.insert("test.fail_then_ok", {"key": "a"}, max_attempts=3)
             await h.until(lambda: h.job(job_id).state == "completed")
             outcomes = [a["outcome"] for a in sql.attempts(h.store.conn, job_id)]
@@ -106,6 +105,7 @@ def test_failure_then_success_records_both_attempts(tmp_path: Path) -> None:
     run(main())
 
 
+@contextlib.asynccontextmanager
 async def _harness(tmp_path: Path, queues: dict[str, int] | None = None) -> AsyncIterator[Harness]:
     order.clear()
     gate.clear()
@@ -123,7 +123,7 @@ async def _harness(tmp_path: Path, queues: dict[str, int] | None = None) -> Asyn
 
 def test_timeout_stops_the_task_and_records_timeout(tmp_path: Path) -> None:
     async def main() -> None:
-        async for h in _harness(tmp_path):
+        async with _harness(tmp_path) as h:
             job_id = h.insert("test.hang", max_attempts=1)
             await h.until(lambda: h.job(job_id).state == "discarded")
             (attempt,) = sql.attempts(h.store.conn, job_id)
@@ -134,7 +134,7 @@ def test_timeout_stops_the_task_and_records_timeout(tmp_path: Path) -> None:
 
 def test_command_nonzero_exit_fails_with_stderr_tail_and_timeout_kills(tmp_path: Path) -> None:
     async def main() -> None:
-        async for h in _harness(tmp_path):
+        async with _harness(tmp_path) as h:
             bad = h.insert("command", {"argv": ["sh", "-c", "echo oops >&2; exit 4"]}, max_attempts=1)
             slow = h.insert("command", {"argv": ["sleep", "30"], "timeout": "300ms"}, max_attempts=1)
             await h.until(lambda: h.job(bad).state == "discarded" and h.job(slow).state == "discarded")
@@ -146,7 +146,7 @@ def test_command_nonzero_exit_fails_with_stderr_tail_and_timeout_kills(tmp_path:
 
 def test_snooze_discard_and_cancel_signals(tmp_path: Path) -> None:
     async def main() -> None:
-        async for h in _harness(tmp_path):
+        async with _harness(tmp_path) as h:
             s = h.insert("test.snooze")
             d = h.insert("test.discard", max_attempts=5)
             c = h.insert("test.cancel_me")
@@ -161,7 +161,7 @@ def test_snooze_discard_and_cancel_signals(tmp_path: Path) -> None:
 
 def test_unknown_task_in_table_is_discarded_not_retried_forever(tmp_path: Path) -> None:
     async def main() -> None:
-        async for h in _harness(tmp_path):
+        async with _harness(tmp_path) as h:
             job_id = h.insert("no.such.task", max_attempts=20)
             await h.until(lambda: h.job(job_id).state == "discarded")
             assert h.job(job_id).attempt == 1
@@ -171,7 +171,7 @@ def test_unknown_task_in_table_is_discarded_not_retried_forever(tmp_path: Path) 
 
 def test_cancel_from_another_connection_stops_an_executing_sync_job(tmp_path: Path) -> None:
     async def main() -> None:
-        async for h in _harness(tmp_path):
+        async with _harness(tmp_path) as h:
             job_id = h.insert("test.sync_blocking")
             await h.until(lambda: h.job(job_id).state == "executing")
             other = Store(h.cfg.db_path)
@@ -190,7 +190,7 @@ def test_cancel_from_another_connection_stops_an_executing_sync_job(tmp_path: Pa
 
 def test_queue_limit_and_priority_order(tmp_path: Path) -> None:
     async def main() -> None:
-        async for h in _harness(tmp_path, {"default": 1}):
+        async with _harness(tmp_path, {"default": 1}) as h:
             with h.store.tx() as conn:  # insert all before the executor can claim any
                 now = SYSTEM.now()
                 for n, prio in ((1, 5), (2, 0), (3, 9), (4, 0)):
@@ -204,7 +204,7 @@ def test_queue_limit_and_priority_order(tmp_path: Path) -> None:
 
 def test_paused_queue_is_not_claimed_until_resumed(tmp_path: Path) -> None:
     async def main() -> None:
-        async for h in _harness(tmp_path):
+        async with _harness(tmp_path) as h:
             with h.store.tx() as conn:
                 sql.set_paused(conn, "default", True, SYSTEM.now())
             job_id = h.insert("noop")
@@ -220,7 +220,7 @@ def test_paused_queue_is_not_claimed_until_resumed(tmp_path: Path) -> None:
 
 def test_drain_hands_back_running_jobs_without_burning_attempts(tmp_path: Path) -> None:
     async def main() -> None:
-        async for h in _harness(tmp_path):
+        async with _harness(tmp_path) as h:
             job_id = h.insert("sleep", {"seconds": 30})
             await h.until(lambda: h.job(job_id).state == "executing")
             await h.executor.drain(0.2)

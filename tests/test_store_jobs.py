@@ -260,9 +260,8 @@ def test_concurrent_writer_sees_busy_timeout_not_error(tmp_path: Path) -> None:
     path = tmp_path / "b.db"
     a, b = Store(path), Store(path, busy_timeout=0.2)
     a.conn.execute("BEGIN IMMEDIATE")
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
-        with b.tx() as conn:
-            sql.insert(conn, sql.NewJob("noop"), T0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"), b.tx() as conn:
+        sql.insert(conn, sql.NewJob("noop"), T0)
     a.conn.execute("ROLLBACK")
     with b.tx() as conn:
         sql.insert(conn, sql.NewJob("noop"), T0)

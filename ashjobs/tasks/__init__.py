@@ -148,7 +148,10 @@ def load_modules(modules: list[str], *, entry_points: bool = True, options: dict
 
 def load(cfg: Any) -> None:
     """Everything a config asks for: its [app] modules, entry points, and [tasks.NAME] overrides."""
-    load_modules(cfg.app.modules, options=cfg.tasks)
+    try:
+        load_modules(cfg.app.modules, options=cfg.tasks)
+    except UsageError as e:
+        raise UsageError(f"{cfg.path or '<defaults>'}: {e}") from None
 
 
 def get(name: str) -> Task:
