@@ -6,8 +6,11 @@ Components prove they are alive with `svc.beat(name)`; a component that beats mu
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
 
 BEAT_EVERY = 5.0  # the executor idles up to 5 s between cycles
 STALE_AFTER = 15.0  # three missed beats: a stuck loop, not a slow tick
@@ -23,6 +26,8 @@ def problem(conn: sqlite3.Connection | None, alive: Mapping[str, float], now: fl
     """None when the store answers (`SELECT 1` on conn) and every beating component is recent; else the
     reason, one line."""
     if conn is not None:
+        import sqlite3
+
         try:
             conn.execute("SELECT 1").fetchone()
         except sqlite3.Error as e:

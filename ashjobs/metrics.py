@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ashjobs import health
 from ashjobs.errors import AshError
+
+if TYPE_CHECKING:
+    import sqlite3
 
 log = logging.getLogger("ashjobs.metrics")
 

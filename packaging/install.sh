@@ -2,6 +2,7 @@
 # Install, upgrade or remove ashjobs on an appliance. Idempotent: a second run changes nothing.
 #
 #   packaging/install.sh [--file dist/ashjobs]     install or upgrade (config, secret and data are kept)
+#   dist/install.sh                                the same from the kit `packaging/build` writes to dist/
 #   packaging/install.sh --uninstall [--purge]     remove the program and the unit; --purge also removes
 #                                                  config, secret, data and the ashjobs user
 # Options:
@@ -85,7 +86,10 @@ dir() {
 }
 
 install_all() {
-    [ -n "$file" ] || file="$here/../dist/ashjobs"
+    if [ -z "$file" ]; then  # beside this script (a dist/ kit), else the source tree's build
+        file="$here/ashjobs"
+        [ -f "$file" ] || file="$here/../dist/ashjobs"
+    fi
     [ -f "$file" ] || die "$file: no such file (build it with packaging/build, or pass --file PATH)"
     [ -f "$here/ashjobs.service" ] || die "$here/ashjobs.service: missing (keep install.sh beside it)"
 
@@ -110,16 +114,21 @@ install_all() {
         say kept "$config"
     else
         local example=""
-        for candidate in "$here/../ashjobs.toml.example" "$here/ashjobs.toml.example"; do
+        for candidate in "$here/ashjobs.toml.example" "$here/../ashjobs.toml.example" \
+                "$here/../ashjobs/templates/ashjobs.toml.example"; do
             [ -f "$candidate" ] && { example=$candidate; break; }
         done
-        if [ -n "$example" ]; then
+        [ -n "$example" ] || die "ashjobs.toml.example not found beside $0 (or in the source tree)"
+        # The secret lives in /etc/ashjobs (read-only to the service), not in the data dir.
+        if grep -q '^\[cluster\]' "$example"; then
+            sed '/^\[cluster\]/a secret_file = "/etc/ashjobs/cluster.secret"' "$example" > "$config.new.$$"
+        elif grep -q 'secret_file' "$example"; then
+            { cat "$example"; printf '\n[cluster]\nsecret_file = "/etc/ashjobs/cluster.secret"\n'; } > "$config.new.$$"
+        else
             cp "$example" "$config.new.$$"
-        else  # a packaging folder without the example: the program writes its own commented config
-            "$bin" init "$config.new.$$" >/dev/null
         fi
         chmod 0640 "$config.new.$$"
-        user_exists && chown root:ashjobs "$config.new.$$"
+        if user_exists; then chown root:ashjobs "$config.new.$$"; fi
         mv "$config.new.$$" "$config"
         say created "$config"
     fi
@@ -129,7 +138,7 @@ install_all() {
         say kept "$secret"
     else
         (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$secret.new.$$" && echo >> "$secret.new.$$")
-        user_exists && chown ashjobs:ashjobs "$secret.new.$$"
+        if user_exists; then chown ashjobs:ashjobs "$secret.new.$$"; fi
         mv "$secret.new.$$" "$secret"
         say created "$secret (0600; copy it to every node of this cluster)"
     fi
@@ -163,7 +172,7 @@ uninstall_all() {
         say stopped ashjobs.service
     fi
     remove "$unit"
-    [ "$use_systemd" = 1 ] && systemctl daemon-reload
+    if [ "$use_systemd" = 1 ]; then systemctl daemon-reload; fi
     remove "$bin"
     if [ "$purge" = 1 ]; then
         remove "$etc"
