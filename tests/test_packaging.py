@@ -72,7 +72,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     text = UNIT.read_text()
     assert verify(tmp_path, text) == (0, [])
     # The same check catches real mistakes (it would fail on them in the real unit too).
-    rc, problems = verify(tmp_path, text.replace("Type=notify", "Type=notifyy\nWatchdogSecs=30"))
+    _, problems = verify(tmp_path, text.replace("Type=notify", "Type=notifyy\nWatchdogSecs=30"))
     assert any("Failed to parse service type" in p for p in problems), problems
     assert any("Unknown key 'WatchdogSecs'" in p for p in problems), problems
 
