@@ -1,8 +1,10 @@
 """`[metrics] listen`: Prometheus `/metrics` and `/healthz` on a small HTTP server thread.
 
 Every figure is read from the store when Prometheus scrapes (on the server's own read connection, never the
-daemon's), so there is nothing to keep in step. Attempt counts and the duration histogram are read
-incrementally: each scrape only looks at attempts rows added since the last one.
+daemon's), so there is nothing to keep in step. Attempt counts and the duration histogram are computed from
+the attempts table incrementally: they count the attempts recorded since the daemon started (as Prometheus
+counters do: use rate() / increase()), and each scrape only reads the rows added since the last one, so a
+scrape stays cheap with millions of attempts in the history.
 This module is imported by the config loader: prometheus_client is imported only when the server starts.
 """
 
@@ -102,7 +104,8 @@ class StoreCollector:
         self.svc = svc
         self.conn = conn
         self.lock = threading.Lock()  # one scrape at a time on the connection
-        self.attempts = AttemptTotals()
+        # Count from now on: reading a long history at the first scrape would take seconds.
+        self.attempts = AttemptTotals(last_id=conn.execute("SELECT coalesce(max(id), 0) FROM attempts").fetchone()[0])
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (

@@ -188,3 +188,16 @@ def test_scrape_a_running_daemon(tmp_path: Path, daemons: list) -> None:
     assert ("process_resident_memory_bytes", ()) in m
     assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
     assert daemon.terminate() == 0
+
+
+def test_attempt_counters_start_at_the_daemon_start(svc: Services) -> None:
+    run_jobs(svc, [("success", 0.1)])  # history from before this daemon: not re-read at every start
+    server = MetricsServer(svc)
+    try:
+        run_jobs(svc, [("failure", 0.1)])
+        m = samples(get(f"http://127.0.0.1:{server.port}/metrics")[1])
+        assert m[("ashjobs_attempts_total", (("outcome", "success"),))] == 0
+        assert m[("ashjobs_attempts_total", (("outcome", "failure"),))] == 1
+        assert m[("ashjobs_jobs", (("queue", "default"), ("state", "completed")))] == 1  # gauges: the table
+    finally:
+        server.close()
