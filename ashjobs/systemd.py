@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,14 +32,15 @@ def socket_address(value: str) -> str:
     raise ValueError(f"NOTIFY_SOCKET={value!r}: expected an absolute path or an '@' abstract name")
 
 
-def watchdog_interval(env: Mapping[str, str], pid: int) -> float | None:
+def watchdog_interval(env: Mapping[str, str], pid: int, launcher: int | None = None) -> float | None:
     """Seconds between WATCHDOG=1 pings (half of $WATCHDOG_USEC), or None when no watchdog is asked of this
-    process ($WATCHDOG_PID, when set, names the process systemd watches)."""
+    process ($WATCHDOG_PID, when set, names the process systemd watches: us, or the `launcher` that started
+    us, as the bootloader of a PyInstaller one-file build does)."""
     usec = env.get("WATCHDOG_USEC", "").strip()
     if not usec:
         return None
     watched = env.get("WATCHDOG_PID", "").strip()
-    if watched and watched != str(pid):
+    if watched and watched not in (str(pid), str(launcher)):
         return None
     try:
         value = int(usec)
@@ -124,7 +126,9 @@ class Notifier:
         self.svc = svc
         env = os.environ if env is None else env
         self.sd = SdNotify.from_env(env)
-        self.watchdog = watchdog_interval(env, os.getpid())
+        # A frozen (PyInstaller) build runs under its bootloader, which is the main PID systemd knows.
+        launcher = os.getppid() if getattr(sys, "frozen", False) else None
+        self.watchdog = watchdog_interval(env, os.getpid(), launcher)
         self.ready: asyncio.Event = svc.extras.setdefault("ready", asyncio.Event())
         self._stopping_sent = False
 

@@ -55,6 +55,8 @@ etc="$root/etc/ashjobs"
 data="$root/var/lib/ashjobs"
 cache="$root/var/cache/ashjobs"
 unit="$root/etc/systemd/system/ashjobs.service"
+work_dropin=$(mktemp)
+trap 'rm -f "$work_dropin"' EXIT
 user_exists() { [ "$make_user" = 1 ] && getent passwd ashjobs >/dev/null; }
 
 # put SRC DEST MODE: copy SRC over DEST atomically unless they are identical. A running daemon keeps its
@@ -144,6 +146,17 @@ install_all() {
     fi
 
     put "$here/ashjobs.service" "$unit" 0644 && changed=1
+    # A PyInstaller build (an ELF file) runs the daemon as a child of its bootloader, the main PID:
+    # systemd must accept that child's notifications.
+    local dropin="$unit.d/pyinstaller.conf"
+    if [ "$(head -c 4 "$file" | od -An -c | tr -d ' ')" = '177ELF' ]; then
+        printf '[Service]\nNotifyAccess=all\n' > "$work_dropin"
+        put "$work_dropin" "$dropin" 0644 && changed=1
+    elif [ -e "$dropin" ]; then
+        rm -rf "$unit.d"
+        say removed "$dropin"
+        changed=1
+    fi
     if [ "$use_systemd" = 1 ]; then
         systemctl daemon-reload
         if systemctl is-enabled --quiet ashjobs.service; then say unchanged "ashjobs.service enabled"; else
@@ -172,6 +185,7 @@ uninstall_all() {
         say stopped ashjobs.service
     fi
     remove "$unit"
+    [ -e "$unit.d" ] && remove "$unit.d"
     if [ "$use_systemd" = 1 ]; then systemctl daemon-reload; fi
     remove "$bin"
     if [ "$purge" = 1 ]; then

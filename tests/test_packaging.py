@@ -224,3 +224,16 @@ def test_built_zipapp_runs_outside_any_venv(tmp_path: Path) -> None:
     installed = subprocess.run([str(root / "usr/local/bin/ashjobs"), "--version"], capture_output=True, text=True,
                                env=env)
     assert installed.stdout.strip() == f"ashjobs {__version__}"
+
+
+def test_installer_lets_a_pyinstaller_build_notify(tmp_path: Path) -> None:
+    """A PyInstaller build's daemon is a child of its bootloader: the unit gets NotifyAccess=all for it."""
+    root, elf, zipapp = tmp_path / "root", tmp_path / "elf", tmp_path / "zipapp"
+    elf.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(64))
+    zipapp.write_text("#!/usr/bin/env python3\n")
+    dropin = root / "etc/systemd/system/ashjobs.service.d/pyinstaller.conf"
+    install("--root", root, "--file", elf)
+    assert dropin.read_text() == "[Service]\nNotifyAccess=all\n"
+    assert actions(install("--root", root, "--file", elf).stdout)[str(dropin)] == "unchanged"
+    assert actions(install("--root", root, "--file", zipapp).stdout)[str(dropin)] == "removed"
+    assert not dropin.parent.exists()

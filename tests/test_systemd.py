@@ -38,6 +38,7 @@ def test_watchdog_interval_is_half_of_watchdog_usec() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "30000000"}, pid=7) == 15.0
     assert watchdog_interval({"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "7"}, pid=7) == 0.1
     assert watchdog_interval({"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "8"}, pid=7) is None  # not us
+    assert watchdog_interval({"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "8"}, pid=7, launcher=8) == 0.1
     assert watchdog_interval({}, pid=7) is None
     assert watchdog_interval({"WATCHDOG_USEC": "0"}, pid=7) is None
     assert watchdog_interval({"WATCHDOG_USEC": "soon"}, pid=7) is None
