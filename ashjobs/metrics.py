@@ -92,11 +92,6 @@ def _table_has(conn: sqlite3.Connection, table: str, column: str) -> bool:
     return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
 
 
-def _counter(conn: sqlite3.Connection, name: str) -> int | None:
-    row = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
-    return None if row is None else int(row[0])
-
-
 class StoreCollector:
     """A prometheus_client collector that reads the store at scrape time."""
 
@@ -127,7 +122,6 @@ class StoreCollector:
                 leases_active = conn.execute(
                     "SELECT count(*) FROM jobs WHERE state = 'executing' AND lease_expires_at >= ?",
                     (now,)).fetchone()[0]
-                refused = _counter(conn, "stale_results_refused")
                 peers = (conn.execute("SELECT state, count(*) FROM peers GROUP BY state").fetchall()
                          if _table_has(conn, "peers", "state") else None)
                 notes = (conn.execute("SELECT status, count(*) FROM notifications GROUP BY status").fetchall()
@@ -158,10 +152,12 @@ class StoreCollector:
             h.add_metric([queue], list(zip(bounds, counts, strict=True)), (self.attempts.sums or {})[queue])
         yield h
 
-        lag = svc.extras.get("cron_lag")
-        if lag is not None:
-            yield GaugeMetricFamily("ashjobs_cron_lag_seconds",
-                                    "How late the cron loop enqueued its most recent slot", value=float(lag))
+        if "cron_lag_ms" in svc.stats:  # the cron loop runs on this node (it keeps these in svc.stats)
+            yield GaugeMetricFamily("ashjobs_cron_lag_seconds", "How late the cron loop enqueued its newest "
+                                    "on-time slot (slot time to commit)", value=svc.stats["cron_lag_ms"] / 1000)
+        if "cron_fired" in svc.stats:
+            yield CounterMetricFamily("ashjobs_cron_fired", "Cron slots fired (a job enqueued)",
+                                      value=svc.stats["cron_fired"])
 
         yield GaugeMetricFamily("ashjobs_leases_active", "Executing jobs holding an unexpired lease",
                                 value=leases_active)
@@ -169,7 +165,7 @@ class StoreCollector:
                                   value=svc.stats.get("leases_expired", 0))
         yield CounterMetricFamily("ashjobs_stale_results_refused",
                                   "Results refused because their fencing token was stale",
-                                  value=refused if refused is not None else svc.stats.get("stale_results_refused", 0))
+                                  value=svc.stats.get("stale_results_refused", 0))
         if peers is not None:
             p = GaugeMetricFamily("ashjobs_peers", "Pollers known to this scheduler, by state", labels=["state"])
             for state, n in peers:
