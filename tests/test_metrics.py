@@ -91,7 +91,9 @@ def test_scrape_reads_the_store_and_healthz_follows_the_beats(svc: Services) -> 
             jobs_sql.insert(conn, jobs_sql.NewJob(task="noop", queue="checks"), svc.clock.now())
             jobs_sql.insert(conn, jobs_sql.NewJob(task="noop"), svc.clock.now())
             jobs_sql.claim(conn, "default", 1, "n1", svc.clock.now(), 60)
-        svc.stats["leases_expired"] += 2
+        svc.stats["leases_expired"] += 1  # local lifeline
+        svc.stats["cluster_leases_lost"] += 1  # the dispatcher's lifeline over pollers
+        svc.stats["stale_results_refused"] += 3
         assert ("ashjobs_cron_lag_seconds", ()) not in samples(get(base + "/metrics")[1])  # no cron loop here
         svc.stats["cron_lag_ms"] = 1250
         svc.stats["cron_fired"] += 4
@@ -113,7 +115,7 @@ def test_scrape_reads_the_store_and_healthz_follows_the_beats(svc: Services) -> 
         assert m[("ashjobs_job_duration_seconds_sum", q)] == pytest.approx(2.203)
         assert m[("ashjobs_leases_active", ())] == 1
         assert m[("ashjobs_leases_expired_total", ())] == 2
-        assert m[("ashjobs_stale_results_refused_total", ())] == 0
+        assert m[("ashjobs_stale_results_refused_total", ())] == 3
         assert m[("ashjobs_cron_lag_seconds", ())] == 1.25 and m[("ashjobs_cron_fired_total", ())] == 4
         assert m[("ashjobs_build_info", (("node", "n1"), ("version", "0.1.0")))] == 1
 
