@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -183,3 +184,15 @@ def test_backup_while_the_daemon_runs_and_restore_only_when_stopped(tmp_path: Pa
     status = cli.json("status")
     assert sum(status["jobs"].values()) == out["jobs"]
     assert status["daemon_running"] is False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
+def test_restore_as_root_leaves_files_to_the_data_dirs_owner(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_db(data, 1)
+    bk.backup(make_db(tmp_path / "src", 2), tmp_path / "b.db")
+    os.chown(data, 4321, 4321)  # as installed: /var/lib/ashjobs belongs to the service user
+    bk.restore(data, tmp_path / "b.db")
+    for name in ("ashjobs.db", "ashjobs.lock"):
+        st = (data / name).stat()
+        assert (st.st_uid, st.st_gid) == (4321, 4321), name

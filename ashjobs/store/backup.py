@@ -141,11 +141,19 @@ def describe(path: Path) -> tuple[int, int]:
         conn.close()
 
 
+def _same_owner_as_dir(path: Path, data_dir: Path) -> None:
+    """Files root creates in the data dir go to the dir's owner (the `ashjobs` service user)."""
+    if os.geteuid() == 0:
+        st = data_dir.stat()
+        os.chown(path, st.st_uid, st.st_gid)
+
+
 @contextlib.contextmanager
 def exclusive(data_dir: Path) -> Iterator[None]:
     """Hold `<data_dir>/ashjobs.lock` as the daemon does, or fail at once if a daemon holds it."""
     lock = data_dir / LOCK_NAME
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    _same_owner_as_dir(lock, data_dir)  # root restoring must not lock the service user out
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -194,6 +202,7 @@ def restore(data_dir: Path | str, src: Path | str, progress: Progress | None = N
                     if side.exists():
                         os.replace(side, Path(f"{aside}{suffix}"))
             copy(source, current, progress)
+            _same_owner_as_dir(current, data_dir)
             return aside
     except sqlite3.Error as e:
         raise AshError(f"restore of {src} into {data_dir} failed: {e}") from None
