@@ -49,18 +49,25 @@ def watchdog_interval(env: Mapping[str, str], pid: int, launcher: int | None = N
     return value / 2e6 if value > 0 else None
 
 
-def status_text(jobs_by_state: Mapping[str, int], pollers: Mapping[str, int] | None) -> str:
-    """One line for `systemctl status`: '3 pollers (2 available, 1 busy), 120 jobs available, 4 executing'."""
+def status_text(jobs_by_state: Mapping[str, int], pollers: Mapping[str, int] | None,
+                cap: int | None = None) -> str:
+    """One line for `systemctl status`: '3 pollers (2 available, 1 busy), 120 jobs available, 4 executing'.
+    A count that reached `cap` is shown as 'cap+'."""
+
+    def n(state: str) -> str:
+        value = jobs_by_state.get(state, 0)
+        return f"{value}+" if cap is not None and value >= cap else str(value)
+
     parts = []
     if pollers is not None:
         total = sum(pollers.values())
         detail = ", ".join(f"{n} {state}" for state, n in sorted(pollers.items()) if n)
         parts.append(f"{total} poller{'s' if total != 1 else ''}" + (f" ({detail})" if detail else ""))
-    parts.append(f"{jobs_by_state.get('available', 0)} jobs available")
-    parts.append(f"{jobs_by_state.get('executing', 0)} executing")
+    parts.append(f"{n('available')} jobs available")
+    parts.append(f"{n('executing')} executing")
     for state in ("scheduled", "retryable"):
         if jobs_by_state.get(state):
-            parts.append(f"{jobs_by_state[state]} {state}")
+            parts.append(f"{n(state)} {state}")
     return ", ".join(parts)
 
 
@@ -131,15 +138,16 @@ class Notifier:
         self.watchdog = watchdog_interval(env, os.getpid(), launcher)
         self.ready: asyncio.Event = svc.extras.setdefault("ready", asyncio.Event())
         self._stopping_sent = False
+        self._withheld = False
 
     async def run(self) -> None:
         if self.sd is None:
             await asyncio.get_running_loop().create_future()  # nothing to do until cancelled
             return
         stopping = asyncio.ensure_future(self.svc.stopping.wait())
+        ready = asyncio.ensure_future(self.ready.wait())
         try:
-            await asyncio.wait([stopping, asyncio.ensure_future(self.ready.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([stopping, ready], return_when=asyncio.FIRST_COMPLETED)
             if not self.svc.stopping.is_set():
                 self.sd.send("READY=1", f"STATUS={self.status()}")
                 log.info("told systemd we are ready")
@@ -160,13 +168,17 @@ class Notifier:
                     await asyncio.wait([stopping], timeout=tick)  # wakes at once when the drain starts
         finally:
             stopping.cancel()
+            ready.cancel()
 
     def ping(self) -> bool:
         """WATCHDOG=1 unless a beating component has gone quiet (then systemd restarts us)."""
         late = health.stale(self.svc.alive, self.svc.clock.monotonic())
         if late:
-            log.warning("not pinging the systemd watchdog: no heartbeat from %s", ", ".join(late))
+            if not self._withheld:  # once per episode, not at every tick
+                log.error("withholding the systemd watchdog ping: no heartbeat from %s", ", ".join(late))
+            self._withheld = True
             return False
+        self._withheld = False
         return self.sd.send("WATCHDOG=1") if self.sd else False
 
     def send_stopping(self) -> None:
@@ -178,14 +190,20 @@ class Notifier:
         self.send_stopping()
 
     def status(self) -> str:
-        from ashjobs.store import jobs
-
         try:
-            by_queue = jobs.counts(self.svc.store.conn)
+            conn = self.svc.store.conn
+            totals = {state: capped_count(conn, state) for state in ("available", "executing", "scheduled",
+                                                                       "retryable")}
         except Exception as e:  # the status line is advisory; never let it stop the watchdog
             return f"store unreadable: {e}"
-        totals: dict[str, int] = {}
-        for states in by_queue.values():
-            for state, n in states.items():
-                totals[state] = totals.get(state, 0) + n
-        return status_text(totals, registry_counts(self.svc.extras.get("registry")))
+        return status_text(totals, registry_counts(self.svc.extras.get("registry")), STATUS_CAP)
+
+
+STATUS_CAP = 100_000  # the status line runs on the event loop: count at most this many of each state
+
+
+def capped_count(conn: Any, state: str, cap: int = STATUS_CAP) -> int:
+    """Jobs in `state`, counting at most `cap` of them (an index range, bounded whatever the backlog)."""
+    row = conn.execute("SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_fetch WHERE state = ? LIMIT ?)",
+                       (state, cap)).fetchone()
+    return int(row[0])

@@ -20,6 +20,7 @@ from ashjobs.store import jobs as jobs_sql
 from ashjobs.systemd import (
     Notifier,
     SdNotify,
+    capped_count,
     registry_counts,
     socket_address,
     status_text,
@@ -49,6 +50,15 @@ def test_status_text_says_something_useful() -> None:
                                                                              "draining": 0})
     assert line == "3 pollers (2 available, 1 busy), 120 jobs available, 4 executing"
     assert status_text({"retryable": 2}, None) == "0 jobs available, 0 executing, 2 retryable"
+    assert status_text({"available": 100, "executing": 3}, None, cap=100) == "100+ jobs available, 3 executing"
+
+
+def test_capped_count_stops_at_the_cap(svc: Services) -> None:
+    with svc.store.tx() as conn:
+        jobs_sql.insert_many(conn, [jobs_sql.NewJob(task="noop") for _ in range(30)], svc.clock.now())
+    assert capped_count(svc.store.conn, "available", cap=1000) == 30
+    assert capped_count(svc.store.conn, "available", cap=10) == 10
+    assert capped_count(svc.store.conn, "executing") == 0
 
 
 def test_registry_counts_duck_typed() -> None:
