@@ -21,8 +21,8 @@ them, `"latest"` fires the newest of them, `"all"` the newest `max_catchup`, old
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import heapq
+import importlib
 import math
 import os
 from collections.abc import Iterator, Mapping
