@@ -101,7 +101,6 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._persisted = -1
         svc.on_wake(self._wake.set)
-        svc.extras["registry"] = self.registry
 
     # --- links -------------------------------------------------------------------------------------------
 
@@ -144,6 +143,7 @@ class Dispatcher:
     # --- loops -------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.svc.extras["registry"] = self.registry  # for status lines (systemd); only with a live cluster
         loops = [self._dispatch_loop(), self._lifeline_loop(), self._housekeeping_loop()]
         await asyncio.gather(*loops)
 
