@@ -112,7 +112,8 @@ def test_waiting_reason_and_routed_selection(store: Store) -> None:
         assert sorted(sp.routed_groups(conn)) == [("default", "site-b"), ("p1", "site-a")]
         assert sp.set_waiting(conn, "p1", "site-a", "no poller for partition p1, domain site-a") == 1
         assert sp.set_waiting(conn, "p1", "site-a", "no poller for partition p1, domain site-a") == 0
-        got = sp.available_routed(conn, ["p1", "default"], 10)
+        got = sp.available_routed(conn, {"p1": {"site-a"}, "default": {"site-b"}}, 10)
+        assert [g[0] for g in sp.available_routed(conn, {"p1": set(), "default": {"site-b"}}, 10)] == [b]
     assert [(g[0], g[4]) for g in got] == [(a, True), (b, False)]
     job = sj.get(store.conn, a)
     assert job is not None and job.meta["waiting"] == "no poller for partition p1, domain site-a"
@@ -135,3 +136,24 @@ def test_peers_snapshot_and_counter(store: Store) -> None:
         (None, "unavailable", "static"), ("a", "available", "static")]
     assert rows[1]["domains"] == ["site-a"] and rows[1]["last_heartbeat"].endswith("Z")
     assert sp.counter(store.conn, "stale_results_refused") == 2
+
+
+def test_jobs_nobody_can_take_do_not_crowd_out_the_rest(store: Store) -> None:
+    now = FakeClock().now()
+    with store.tx() as conn:
+        for _ in range(5):  # first in line, for a site no poller serves
+            sj.insert(conn, sj.NewJob("noop", partition="p1", domain="site-z", priority=0), now)
+        served = [sj.insert(conn, sj.NewJob("noop", partition="p1", domain="site-a", priority=5), now)[0],
+                  sj.insert(conn, sj.NewJob("noop", partition="p1", priority=5), now)[0]]
+    got = sp.available_routed(store.conn, {"p1": {"site-a"}}, 2)
+    assert [g[0] for g in got] == served
+
+
+def test_a_poller_that_refuses_for_room_counts_as_full_until_it_heartbeats() -> None:
+    reg = Registry(FakeClock(), lease_ttl=2.0)
+    reg.linked("a", "h:1", "static", {"partition": "p1", "cap": 4})
+    reg.set_leased("a", 1)
+    reg.mark_full("a")
+    assert reg.by_node["a"].state == "busy"
+    reg.heartbeat("a", in_flight=1, ours=1)
+    assert reg.by_node["a"].state == "available"

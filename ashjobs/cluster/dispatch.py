@@ -189,9 +189,12 @@ class Dispatcher:
         room = sum(p.capacity - p.in_flight for p in pollers if p.has_room)
         if room <= 0:
             return 0
-        partitions = sorted({p.partition for p in pollers if p.has_room})
+        served: dict[str, set[str]] = defaultdict(set)
+        for p in pollers:
+            if p.has_room:
+                served[p.partition].update(p.domains)
         conn = self.svc.store.conn
-        rows = sp.available_routed(conn, partitions, min(room, MAX_BATCH), sj.paused_queues(conn))
+        rows = sp.available_routed(conn, served, min(room, MAX_BATCH), sj.paused_queues(conn))
         if not rows:
             return 0
         batch, marked = [], set()
@@ -254,6 +257,7 @@ class Dispatcher:
             job_id, reason = item[0], str(item[1])[:500]
             if reason in ("capacity", "draining"):
                 back.append((job_id, tokens[job_id]))
+                self.registry.mark_full(node)  # it works for others too: no more until it says otherwise
             else:
                 failed.append(sj.Result(job_id, tokens[job_id], "failure", node, self.svc.clock.now(), 0.0,
                                         f"poller {node} refused the job: {reason}"))

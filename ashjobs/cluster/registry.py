@@ -145,6 +145,13 @@ class Registry:
             rec.leased = leased
             self._update(rec)
 
+    def mark_full(self, node: str) -> None:
+        """It refused work for lack of room: count it full until its next heartbeat says otherwise."""
+        rec = self.by_node.get(node)
+        if rec is not None:
+            rec.others = max(rec.others, rec.capacity - rec.leased)
+            self._update(rec)
+
     def _heard(self, rec: PeerRecord) -> None:
         rec.last_heartbeat = self.clock.monotonic()
         rec.last_heartbeat_wall = self.clock.now()

@@ -48,18 +48,24 @@ def counter(conn: sqlite3.Connection, name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def available_routed(conn: sqlite3.Connection, partitions: Collection[str], limit: int,
+def available_routed(conn: sqlite3.Connection, served: Mapping[str, Collection[str]], limit: int,
                      paused: Collection[str] = ()) -> list[tuple[int, str, str | None, str, bool]]:
-    """Up to `limit` available routed jobs of the given partitions, in priority order:
-    (id, partition, domain, args json, has a waiting reason)."""
-    if not partitions or limit <= 0:
+    """Up to `limit` available routed jobs that some poller can take now, in priority order. `served` maps a
+    partition to the domains its pollers serve (jobs without a domain go to any of them); jobs nobody serves
+    are not fetched, so they cannot crowd out those behind them. Rows: (id, partition, domain, args json,
+    has a waiting reason)."""
+    if not served or limit <= 0:
         return []
-    marks = ",".join("?" * len(partitions))
+    clauses, params = [], []
+    for partition, domains in served.items():
+        doms = sorted(domains)
+        clauses.append(f"(partition = ? AND (domain IS NULL OR domain IN ({','.join('?' * len(doms))})))")
+        params += [partition, *doms]
     skip = f" AND queue NOT IN ({','.join('?' * len(paused))})" if paused else ""
     rows = conn.execute(
         f"SELECT id, partition, domain, args, json_extract(meta, '$.waiting') IS NOT NULL FROM jobs "
-        f"WHERE state = 'available' AND partition IS NOT NULL AND partition IN ({marks})"
-        f"{skip} ORDER BY priority, scheduled_at, id LIMIT ?", [*partitions, *paused, limit])
+        f"WHERE state = 'available' AND partition IS NOT NULL AND ({' OR '.join(clauses)}){skip} "
+        "ORDER BY priority, scheduled_at, id LIMIT ?", [*params, *paused, limit])
     return [(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
 
 
