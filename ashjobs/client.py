@@ -83,7 +83,7 @@ class Client:
         self.cfg = cfg
         self.clock = clock
         self.store = Store.from_config(cfg)
-        tasks.load_modules(cfg.app.modules)
+        tasks.load(cfg)
 
     def enqueue(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> EnqueueResult:
         """Insert one job in its own durable transaction. Options: queue, priority, max_attempts, delay

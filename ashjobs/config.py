@@ -88,6 +88,26 @@ class AppConfig:
     modules: list[str] = field(default_factory=list)
 
 
+@dataclass
+class TaskOptions:
+    """[tasks.NAME]: override a registered task's defaults without touching its code."""
+
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    timeout: Duration | None = None
+    backoff_scale: float | None = None  # multiplies the default retry backoff (0.01 = 100x faster)
+
+    def validate(self) -> str | None:
+        if self.priority is not None and not 0 <= self.priority <= 9:
+            return "priority: expected 0 (highest) .. 9"
+        if self.max_attempts is not None and self.max_attempts < 1:
+            return "max_attempts: expected >= 1"
+        if self.backoff_scale is not None and self.backoff_scale < 0:
+            return "backoff_scale: expected >= 0"
+        return None
+
+
 # Top-level TOML key → "module:Class". A feature adds its section here and nowhere else.
 # `queues` is a plain table of queue name → concurrency limit, handled by `_queues`.
 SECTIONS: dict[str, str] = {
@@ -113,6 +133,7 @@ class Config:
     sections: dict[str, Any]
     queues: dict[str, int]
     raw: dict[str, Any]
+    tasks: dict[str, TaskOptions] = field(default_factory=dict)
 
     @property
     def node(self) -> NodeConfig:
@@ -157,6 +178,7 @@ class Config:
             value = self.section(name)
             out[name] = [_dump(v) for v in value] if isinstance(value, list) else _dump(value)
         out["queues"] = dict(self.queues)
+        out["tasks"] = {name: _dump(opts) for name, opts in self.tasks.items()}
         return out
 
 
@@ -339,9 +361,12 @@ def from_dict(raw: dict[str, Any], *, path: Path | None = None, data_dir: str | 
               where: str = "<config>") -> Config:
     sections: dict[str, Any] = {}
     queues = {"default": 10}
+    task_options: dict[str, TaskOptions] = {}
     for key, value in raw.items():
         if key == "queues":
             queues = _queues(value, where)
+        elif key == "tasks":
+            task_options = _coerce(dict[str, TaskOptions], value, "tasks", where)
         elif key in SECTIONS and _available(SECTIONS[key]):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: {key}: expected a table [{key}]")
@@ -358,9 +383,9 @@ def from_dict(raw: dict[str, Any], *, path: Path | None = None, data_dir: str | 
                 entries.append(_build(cls, entry, label, where))
             sections[key] = entries
         else:
-            known = ", ".join(sorted([*(k for k, ref in {**SECTIONS, **LIST_SECTIONS}.items() if _available(ref)), "queues"]))
+            known = ", ".join(sorted([*(k for k, ref in {**SECTIONS, **LIST_SECTIONS}.items() if _available(ref)), "queues", "tasks"]))
             raise ConfigError(f"{where}: {key}: unknown section (known sections: {known})")
-    cfg = Config(path=path, sections=sections, queues=queues, raw=raw)
+    cfg = Config(path=path, sections=sections, queues=queues, raw=raw, tasks=task_options)
     env_dir = data_dir or os.environ.get("ASHJOBS_DATA_DIR")
     if env_dir:
         cfg.node.data_dir = env_dir

@@ -63,7 +63,7 @@ def run(cfg: Config, *, clock: Clock = SYSTEM) -> int:
     lock.acquire()
     try:
         store = Store.from_config(cfg)
-        tasks.load_modules(cfg.app.modules)
+        tasks.load(cfg)
         node = cfg.node.name
         with store.tx() as conn:
             rescued = sql.rescue(conn, clock.now(), owner=node, reason=f"{node} restarted while the job ran",

@@ -184,8 +184,9 @@ class LocalExecutor:
         leftover = [(r.job_id, r.token) for r in self.running.values()]
         for r in list(self.running.values()):
             r.handle.cancel()
-        if leftover:
-            await asyncio.wait([r.handle for r in self.running.values()] or [asyncio.sleep(0)], timeout=2.0)
+        handles = [r.handle for r in self.running.values()]
+        if handles:
+            await asyncio.wait(handles, timeout=2.0)
         results, self.results = self.results, []
         now = self.svc.clock.now()
 
@@ -273,7 +274,7 @@ def run_until_done(cfg: Any, job_ids: list[int], timeout: float) -> dict[int, st
     from ashjobs.store import Store, Writer
 
     store = Store.from_config(cfg)
-    tasks.load_modules(cfg.app.modules)
+    tasks.load(cfg)
     writer = Writer(store)
 
     async def main() -> dict[int, str]:

@@ -43,7 +43,7 @@ MAX_PRIORITY = 9
 
 def default_backoff(attempt: int, rng: random.Random | None = None) -> float:
     """Seconds before retry `attempt + 1`: 15 s + 2^attempt s, plus up to 10 % jitter, capped at a day."""
-    base = 15.0 + 2.0 ** min(attempt, 16)
+    base = 15.0 + 2.0 ** min(attempt, 20)
     jitter = (rng or random).random() * 0.1 * base
     return min(base + jitter, 86400.0)
 

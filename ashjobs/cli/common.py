@@ -38,7 +38,7 @@ class Env:
     def load_tasks(self) -> None:
         from ashjobs import tasks
 
-        tasks.load_modules(self.cfg.app.modules)
+        tasks.load(self.cfg)
 
 
 pass_env = click.make_pass_decorator(Env)

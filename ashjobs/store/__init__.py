@@ -4,11 +4,12 @@ writing thread that groups many state changes into one durable commit.
 
 from __future__ import annotations
 
+import contextlib
 import queue as _queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,9 +130,12 @@ class Writer:
                     pass
                 results = [(fut, False, e) for _, fut in batch]
             for fut, ok, value in results:
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+                # A unit runs even if its waiter gave up (a cancelled cycle's results still count);
+                # only the notification is dropped.
+                with contextlib.suppress(InvalidStateError):
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
             if stop:
                 return

@@ -102,7 +102,7 @@ RETURNING id, state
 
 def _insert_params(job: NewJob, now: float) -> tuple[Any, ...]:
     scheduled_at = now if job.scheduled_at is None else job.scheduled_at
-    state = "scheduled" if scheduled_at > now else "available"
+    state: State = "scheduled" if scheduled_at > now else "available"
     partition = job.partition or ("default" if job.domain else None)
     key, mask = None, 0
     if job.unique is not None:
@@ -305,7 +305,8 @@ def rescue(conn: sqlite3.Connection, now: float, *, owner: str | None = None,
     """Lifeline: executing jobs whose runner is gone get a `lost` attempt and run again (available, or
     discarded by the usual rule once their attempts are used up). Select by owner (all of a node's jobs at
     its start), by lease expiry, or by id. Returns (job id, the lost lease's owner)."""
-    where, params = ["state = 'executing'"], []
+    where: list[str] = ["state = 'executing'"]
+    params: list[Any] = []
     if owner is not None:
         where.append("lease_owner = ?")
         params.append(owner)

@@ -9,6 +9,7 @@ other exception is a failure (retried with backoff until max_attempts).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import threading
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 from ashjobs.config import parse_duration
 from ashjobs.errors import UnknownTask, UsageError
-from ashjobs.queue import DEFAULT_MAX_ATTEMPTS, Unique
+from ashjobs.queue import DEFAULT_MAX_ATTEMPTS, Unique, default_backoff
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,6 +77,7 @@ class JobContext:
 
 
 _REGISTRY: dict[str, Task] = {}
+_OVERRIDES: dict[str, Task] = {}  # the registry as the loaded config's [tasks.NAME] tables change it
 _lock = threading.Lock()
 _loaded_builtins = False
 _loaded_entry_points = False
@@ -114,8 +116,9 @@ def _ensure_builtins() -> None:
                     raise
 
 
-def load_modules(modules: list[str], *, entry_points: bool = True) -> None:
-    """Import user task modules ([app] modules) and the `ashjobs.tasks` entry-point group."""
+def load_modules(modules: list[str], *, entry_points: bool = True, options: dict[str, Any] | None = None) -> None:
+    """Import user task modules ([app] modules) and the `ashjobs.tasks` entry-point group, then apply the
+    config's [tasks.NAME] overrides."""
     global _loaded_entry_points
     _ensure_builtins()
     for mod in modules:
@@ -129,12 +132,32 @@ def load_modules(modules: list[str], *, entry_points: bool = True) -> None:
 
         for ep in eps(group="ashjobs.tasks"):
             ep.load()
+    overridden: dict[str, Task] = {}
+    for name, opts in (options or {}).items():
+        if name not in _REGISTRY:
+            raise UsageError(f"[tasks.{name}]: unknown task (known tasks: {', '.join(sorted(_REGISTRY))})")
+        changes = {a: getattr(opts, a) for a in ("queue", "priority", "max_attempts", "timeout")
+                   if getattr(opts, a) is not None}
+        if opts.backoff_scale is not None:
+            scale = opts.backoff_scale
+            changes["backoff"] = lambda attempt, _s=scale: default_backoff(attempt) * _s
+        overridden[name] = dataclasses.replace(_REGISTRY[name], **changes)
+    _OVERRIDES.clear()
+    _OVERRIDES.update(overridden)
+
+
+def load(cfg: Any) -> None:
+    """Everything a config asks for: its [app] modules, entry points, and [tasks.NAME] overrides."""
+    try:
+        load_modules(cfg.app.modules, options=cfg.tasks)
+    except UsageError as e:
+        raise UsageError(f"{cfg.path or '<defaults>'}: {e}") from None
 
 
 def get(name: str) -> Task:
     _ensure_builtins()
     try:
-        return _REGISTRY[name]
+        return _OVERRIDES.get(name) or _REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
         raise UnknownTask(f"unknown task {name!r} (known tasks: {known})") from None
@@ -147,6 +170,6 @@ def names() -> list[str]:
 
 def run_finish_hooks(conn: Any, done: Any) -> None:
     """The `on_finish` argument for store.jobs.finish/rescue: dispatch to the finished job's task hook."""
-    t = _REGISTRY.get(done.task)
+    t = _OVERRIDES.get(done.task) or _REGISTRY.get(done.task)
     if t is not None and t.on_finish is not None:
         t.on_finish(conn, done)
