@@ -5,7 +5,7 @@ worker is discarded."""
 from __future__ import annotations
 
 import pytest
-from triggers_helpers import SLOT, attempts_errors, close, run_jobs, services, states
+from triggers_helpers import SLOT, attempts_errors, close, run_jobs, services
 
 from ashjobs import config, triggers
 from ashjobs.errors import ConfigError
