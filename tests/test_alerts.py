@@ -3,6 +3,7 @@ what is not escalated, and an acknowledgement racing the worker."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -13,6 +14,8 @@ from triggers_helpers import SLOT, attempts_errors, close, run_jobs, services
 
 from ashjobs import triggers
 from ashjobs.apps import alerts
+from ashjobs.clock import iso
+from ashjobs.cron_loop import CronLoop
 from ashjobs.errors import IllegalTransition, UsageError
 from ashjobs.store import jobs as sql
 from ashjobs.store import notifications as outbox
@@ -24,22 +27,26 @@ MIN = 60.0
 def _raise(svc, minutes_ago, severity="critical", source="edge-7/disk"):
     with svc.store.tx() as conn:
         return alerts.raise_alert(conn, svc.clock.now(), severity=severity, source=source, partition="p1",
-                                  message="/var 99% full", triggered_at=svc.clock.now() - minutes_ago * MIN)["id"]
+                                  message="/var 99% full", triggered_at=SLOT - minutes_ago * MIN)["id"]
 
 
 def _fire_at_slot(svc):
-    """What the cron loop does at the slot: enqueue the trigger's scheduler job; then run everything."""
-    with svc.store.tx() as conn:
-        sched, _, _ = sql.insert(conn, sql.NewJob(task=triggers.SCHEDULE_TASK, args={"trigger": "auto_escalate"},
-                                                  queue="alerts", meta={"cron": "trigger:auto_escalate"}),
-                                 svc.clock.now())
+    """The real cron loop reaches the trigger's slot and enqueues its scheduler job; run it, return the
+    ids of every worker job there is."""
+    loop = CronLoop(svc)
+    asyncio.run(loop.tick(svc.clock.now()))  # starts the loop: nothing is due yet
+    svc.clock.set(SLOT)
+    fired = {name: (slot, job) for name, slot, job in asyncio.run(loop.tick())}
+    slot, sched = fired["auto_escalate"]
+    assert slot == SLOT and sched is not None
+    assert sql.get(svc.store.conn, sched).meta["slot"] == iso(SLOT)
     run_jobs(svc, [sched])
     return [j.id for j in sql.list_jobs(svc.store.conn, task=triggers.WORK_TASK)]
 
 
 def test_critical_alert_escalated_at_slot_with_one_signed_notification(tmp_path):
     with Receiver() as rx:
-        svc = services(tmp_path, {
+        svc = services(tmp_path, start=SLOT - MIN, raw={
             "notify": {"channels": ["webhook"], "webhook": {"url": rx.url, "secret": SECRET}},
             "queues": {"default": 5, "alerts": 5, "notifications": 5}})
         try:
@@ -78,13 +85,14 @@ def test_critical_alert_escalated_at_slot_with_one_signed_notification(tmp_path)
 
 
 def test_second_slot_does_not_escalate_again(tmp_path):
-    svc = services(tmp_path)
+    svc = services(tmp_path, start=SLOT - MIN)
     try:
         aid = _raise(svc, 31)
         first = _fire_at_slot(svc)
         run_jobs(svc, first)
-        svc.clock.advance(5 * MIN)
-        assert _fire_at_slot(svc) == first  # nothing new enqueued
+        svc.clock.set(SLOT + 5 * MIN)
+        fire = triggers.run_scheduler(svc.writer.call, triggers.get(svc.cfg, "auto_escalate"), svc.clock.now())
+        assert (fire.matched, fire.enqueued) == (0, 0)  # nothing new enqueued
         assert alerts.alert.get(svc.store.conn, aid)["escalation_level"] == 1
         assert len(outbox.list_notifications(svc.store.conn)) == 1
     finally:
@@ -109,7 +117,7 @@ def test_alert_acknowledged_between_enqueue_and_run_ends_no_longer_applies(tmp_p
 
 
 def test_escalate_after_comes_from_config(tmp_path):
-    svc = services(tmp_path, {"apps": {"alerts": {"escalate_after": "2h"}}})
+    svc = services(tmp_path, {"apps": {"alerts": {"escalate_after": "2h"}}}, start=SLOT - MIN)
     try:
         _raise(svc, 90)
         assert _fire_at_slot(svc) == []
