@@ -39,16 +39,36 @@ def states(svc: Services, ids: list[int]) -> dict[int, str]:
     return {k: v[0] for k, v in sql.states_of(svc.store.conn, ids).items()}
 
 
+class _Executor(LocalExecutor):
+    """The real executor, counting its cycles so a test can stop it between two of them."""
+
+    cycles = 0
+
+    async def _cycle(self) -> None:
+        await super()._cycle()
+        self.cycles += 1
+
+
 def run_jobs(svc: Services, ids: list[int], timeout: float = 20.0) -> dict[int, str]:
-    """Run the local executor (claiming every configured queue) until every job in `ids` is finished."""
+    """Run the local executor (claiming every configured queue) until every job in `ids` is finished.
+    Then stop claiming and let one whole cycle pass before draining, so no job claimed in a last cycle is
+    left executing without a runner."""
 
     async def main() -> dict[int, str]:
-        ex = LocalExecutor(svc)
+        ex = _Executor(svc)
         runner = asyncio.create_task(ex.run())
         try:
             async with asyncio.timeout(timeout):
                 while not all(s in FINISHED for s in states(svc, ids).values()):
                     await asyncio.sleep(0.01)
+                ex.claiming = False
+                seen = ex.cycles
+                while ex.cycles < seen + 2 or ex.running:
+                    ex.wake()
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            detail = {i: (sql.get(svc.store.conn, i), sql.attempts(svc.store.conn, i)) for i in ids}
+            raise AssertionError(f"jobs not finished after {timeout}s: {detail}") from None
         finally:
             await ex.drain(2.0)
             runner.cancel()
