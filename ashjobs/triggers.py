@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 SCHEDULE_TASK = "ashjobs.trigger.schedule"
 WORK_TASK = "ashjobs.trigger.work"
+ACTION_TASK = "ashjobs.resource.action"  # a scheduled action: [[cron]] task = this, args = {resource, action}
 NO_LONGER_APPLIES = "trigger_no_longer_applies"
 PAGE_SIZE = 2000
 
@@ -362,3 +363,22 @@ def matching_count(conn: sqlite3.Connection, trig: Trigger, now: float) -> int:
         return 0
     where_sql, params = trig.where_sql(now)
     return sql.count(conn, trig.resource, where_sql, params)
+
+
+# Scheduled actions: a [[cron]] entry running a resource's record-less action, e.g.
+#   [[cron]]
+#   name = "nightly_sweep"
+#   schedule = "0 3 * * *"
+#   task = "ashjobs.resource.action"
+#   args = { resource = "alert", action = "sweep", args = { older_than = "30d" } }
+
+@task(ACTION_TASK, context=True, max_attempts=3)
+async def resource_action(ctx: JobContext, resource: str, action: str, args: dict[str, Any] | None = None) -> Any:
+    """Run `action` of `resource` with no record, in one write transaction, as the job's actor."""
+    from ashjobs import resources
+
+    svc = _services(ctx)
+    res = resources.get(resource)
+    actor = ctx.actor or "system:scheduler"
+    return await svc.write(lambda conn: res.run(conn, action, None, now=svc.clock.now(), actor=actor,
+                                                args=args or {}, job_id=ctx.job_id))

@@ -233,3 +233,25 @@ def test_cron_entries_one_scheduler_entry_per_trigger(tmp_path):
                                                         "*/2 * * * *", "Europe/Berlin")
     assert entries["auto_escalate"].schedule == "*/5 * * * *"
     assert entries["expire_packages"].schedule == "0 * * * *"
+
+
+@widget.action("restock")
+def _restock(call: ActionCall) -> int:
+    assert call.record is None
+    created = [widget.create(call.conn, {"level": call.args["level"]}, now=call.now, actor=call.actor,
+                             action="restock", job_id=call.job_id) for _ in range(call.args["count"])]
+    return len(created)
+
+
+def test_scheduled_action_runs_a_record_less_action(tmp_path):
+    svc = make(tmp_path)
+    try:
+        with svc.store.tx() as conn:
+            job, _, _ = sql.insert(conn, sql.NewJob(task=triggers.ACTION_TASK, actor="system:scheduler", args={
+                "resource": "widget", "action": "restock", "args": {"level": 3, "count": 2}}), svc.clock.now())
+        assert run_jobs(svc, [job]) == {job: "completed"}
+        hist = widget.history(svc.store.conn)
+        assert [(h["action"], h["to_state"], h["job_id"], h["actor"]) for h in hist] == [
+            ("restock", "new", job, "system:scheduler")] * 2
+    finally:
+        close(svc)
