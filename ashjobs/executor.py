@@ -25,6 +25,7 @@ LEASE_TTL = 30.0  # local leases only matter to other processes' views and to re
 RENEW_EVERY = LEASE_TTL / 3
 CHECK_EVERY = 1.0  # how often running jobs are checked for cancellation by another process
 MAX_IDLE_WAIT = 5.0  # a safety net only: wake-ups come from inserts and the wake socket
+MAX_INFLIGHT = 2  # cycles in flight: one committing, one gathering (deeper adds latency, not throughput)
 
 
 @dataclass
@@ -65,18 +66,28 @@ class LocalExecutor:
         self._last_renew = 0.0
         self._last_check = 0.0
         self._next_due: float | None = None
+        # Cycles overlap: while one commits, the next gathers results. Slots asked for by cycles in flight are
+        # reserved so the concurrency limit holds; a queue whose claim came back short is "dry" until woken.
+        self._inflight = 0
+        self._reserved: Counter[str] = Counter()
+        self._dry: set[str] = set()
+        self._tick = True
+        self._cycles: set[asyncio.Task[None]] = set()
         svc.on_wake(self.wake)
         svc.extras["executor"] = self
 
     def wake(self, *, external: bool = False) -> None:
         if external:
             self._check_leases = True
+        self._dry.clear()
         self._wake.set()
 
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            await self._cycle()
+            if self._inflight < MAX_INFLIGHT and (self._tick or self.results or self._free()):
+                self._tick = False
+                self._submit()
             self.svc.beat("executor")
             await self._sleep()
 
@@ -86,26 +97,43 @@ class LocalExecutor:
             timeout = min(timeout, max(0.0, self._next_due - self.svc.clock.now()))
         if self.running:
             timeout = min(timeout, CHECK_EVERY)
-        if timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+        try:
+            # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races with the wake-up.
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            self._tick = True  # time-driven work: due jobs to stage, leases to renew, cancellations to check
+            self._dry.clear()
 
     def _free(self) -> dict[str, int]:
         if not self.claiming or self.draining:
             return {}
-        return {q: limit - self.per_queue[q] for q, limit in self.limits.items()
-                if q not in self.paused and limit - self.per_queue[q] > 0}
+        free = {}
+        for q, limit in self.limits.items():
+            n = limit - self.per_queue[q] - self._reserved[q]
+            if n > 0 and q not in self.paused and q not in self._dry:
+                free[q] = n
+        return free
 
-    async def _cycle(self) -> None:
+    def _submit(self) -> None:
         results, self.results = self.results, []
         free = self._free()
+        self._reserved.update(free)
         mono = time.monotonic()
         renew = [(r.job_id, r.token) for r in self.running.values()] if mono - self._last_renew > RENEW_EVERY else []
-        check = list(self.running) if (self._check_leases or mono - self._last_check > CHECK_EVERY) else []
+        check = ([(r.job_id, r.token) for r in self.running.values()]
+                 if (self._check_leases or mono - self._last_check > CHECK_EVERY) else [])
         if renew:
             self._last_renew = mono
         if check:
             self._last_check, self._check_leases = mono, False
+        self._inflight += 1
+        task = asyncio.create_task(self._cycle(results, free, renew, check))
+        self._cycles.add(task)
+        task.add_done_callback(self._cycles.discard)
+
+    async def _cycle(self, results: list[sql.Result], free: dict[str, int], renew: list[tuple[int, int]],
+                     check: list[tuple[int, int]]) -> None:
         now = self.svc.clock.now()
 
         def work(conn: sqlite3.Connection) -> Cycle:
@@ -114,8 +142,8 @@ class LocalExecutor:
                 sql.renew(conn, renew, now + LEASE_TTL)
             gone = []
             if check:
-                states = sql.states_of(conn, check)
-                gone = [i for i in check if i in self.running and states.get(i) != ("executing", self.running[i].token)]
+                states = sql.states_of(conn, [job_id for job_id, _ in check])
+                gone = [job_id for job_id, token in check if states.get(job_id) != ("executing", token)]
             sql.stage(conn, now)
             paused = sql.paused_queues(conn)
             claimed: list[sqlite3.Row] = []
@@ -131,9 +159,17 @@ class LocalExecutor:
             self.results[:0] = results
             await asyncio.sleep(0.5)
             return
+        finally:
+            self._inflight -= 1
+            self._reserved.subtract(free)
+            self._wake.set()
         self.finished += len(results)
         self.paused = cycle.paused
         self._next_due = cycle.next_due
+        if results:  # flushed results may have made jobs available again (immediate retries)
+            self._dry.clear()
+        got = Counter(row["queue"] for row in cycle.claimed)
+        self._dry.update(q for q, n in free.items() if got[q] < n and not results)
         for r in cycle.refused:
             self.svc.stats["stale_results_refused"] += 1
             self.svc.log.warning("result of job %s refused: its lease %s is no longer current", r.job_id, r.token)

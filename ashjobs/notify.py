@@ -7,7 +7,7 @@ HTTP 2xx or exit status 0. The notification is `sent` once every channel has acc
 fails and retries with backoff, re-trying only the channels still missing, so a receiver that accepted is
 not sent the same notification again by a later round. After the last attempt it is `failed`.
 
-Webhook signature: with `secret` set, the request carries `X-Ashjobs-Timestamp: <unix seconds>` and
+Webhook signature: with `secret` (or `secret_file`) set, the request carries `X-Ashjobs-Timestamp: <unix seconds>` and
 `X-Ashjobs-Signature: sha256=<hex>`, the HMAC-SHA256 under the secret of `<timestamp>.` followed by the exact
 body bytes. A receiver recomputes it (`verify_signature`), compares in constant time and rejects stale
 timestamps; `X-Ashjobs-Notification` (the id) lets it drop a duplicate.
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import logging
     import sqlite3
 
+    from ashjobs.config import Config
     from ashjobs.services import Services
     from ashjobs.tasks import JobContext
 
@@ -55,11 +56,14 @@ def _url_problem(url: str) -> str | None:
 class WebhookConfig:
     url: str = ""
     secret: str = ""  # when set, requests are signed (HMAC-SHA256)
+    secret_file: str = ""  # or: read the secret from this file (keeps it out of the config)
     timeout: Duration = WEBHOOK_TIMEOUT
 
     def validate(self) -> str | None:
         if self.url and (problem := _url_problem(self.url)):
             return f"url: {problem}"
+        if self.secret and self.secret_file:
+            return "secret_file: set either 'secret' or 'secret_file', not both"
         if self.timeout <= 0:
             return "timeout: must be > 0"
         return None
@@ -151,6 +155,7 @@ class Delivery:
 def post_webhook(cfg: WebhookConfig, body: bytes, *, notification_id: int, timestamp: int) -> Delivery:
     """POST the body; blocking (run it in a thread). Redirects are not followed: a 3xx is a refusal."""
     import http.client
+    from pathlib import Path
     from urllib.parse import urlsplit
 
     from ashjobs import __version__
@@ -160,7 +165,16 @@ def post_webhook(cfg: WebhookConfig, body: bytes, *, notification_id: int, times
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {"Content-Type": "application/json", "User-Agent": f"ashjobs/{__version__}",
                ID_HEADER: str(notification_id), TIMESTAMP_HEADER: str(timestamp)}
-    if cfg.secret:
+    if cfg.secret_file:
+        try:
+            secret = Path(cfg.secret_file).expanduser().read_bytes().strip()
+        except OSError as e:
+            return Delivery("webhook", False, None, f"notify.webhook.secret_file: cannot read {cfg.secret_file}: "
+                            f"{e.strerror}")
+        if not secret:
+            return Delivery("webhook", False, None, f"notify.webhook.secret_file: {cfg.secret_file} is empty")
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    elif cfg.secret:
         headers[SIGNATURE_HEADER] = sign(cfg.secret, timestamp, body)
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = conn_cls(parts.hostname or "", parts.port, timeout=cfg.timeout)
@@ -231,6 +245,13 @@ def backoff(attempt: int) -> float:
     return float(min(10 * 2 ** max(attempt - 1, 0), 900))
 
 
+def _enabled(cfg: Config) -> bool:
+    try:
+        return bool(cfg.section("apps").notifications.enabled)
+    except ImportError:  # a copy without the apps section
+        return True
+
+
 def _record(conn: sqlite3.Connection, *, notification_id: int, attempt: int, delivery: Delivery,
             now: float) -> None:
     from ashjobs.store import notifications as outbox
@@ -247,7 +268,7 @@ async def deliver_notification(svc: Services, notification_id: int, *, attempt: 
     import functools
 
     from ashjobs.store import notifications as outbox
-    from ashjobs.tasks import Discard
+    from ashjobs.tasks import Cancel, Discard
 
     cfg: NotifyConfig = svc.cfg.section("notify")
     row = outbox.get(svc.store.conn, notification_id)
@@ -255,6 +276,12 @@ async def deliver_notification(svc: Services, notification_id: int, *, attempt: 
         raise Discard(f"notification {notification_id} does not exist")
     if row["status"] == "sent":
         return "already sent"
+    if not _enabled(svc.cfg):
+        reason = "not delivered: notifications are turned off ([apps.notifications] enabled = false)"
+        now = svc.clock.now()
+        await svc.write(lambda conn: outbox.finish_round(conn, notification_id, status="failed", attempt=attempt,
+                                                         now=now, error=reason))
+        raise Cancel(reason)
     done = outbox.accepted_channels(svc.store.conn, notification_id)
     doc = document(row)
     body = encode(doc)

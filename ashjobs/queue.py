@@ -27,9 +27,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     "retryable": frozenset({"available", "cancelled"}),
     "available": frozenset({"executing", "scheduled", "cancelled"}),
     "executing": frozenset({"completed", "retryable", "discarded", "cancelled", "available", "scheduled"}),
-    "completed": frozenset(),
-    "discarded": frozenset({"available"}),  # manual retry
-    "cancelled": frozenset({"available"}),  # manual retry
+    # Finished states leave only by an operator's manual retry.
+    "completed": frozenset({"available"}),
+    "discarded": frozenset({"available"}),
+    "cancelled": frozenset({"available"}),
 }
 
 

@@ -166,3 +166,30 @@ def test_config_entries_override_builtins_and_duplicates_are_errors(monkeypatch:
                                      {"name": "x", "task": "noop", "schedule": "* * * * *"}]})
     with pytest.raises(ConfigError, match=r"cron\['x'\]: duplicate name"):
         cron.entries(cfg)
+
+
+# Two independent readings agree: our fire times (cronsim + the DST rules) and croniter's (+ classic cron's
+# first-occurrence rule), for generated expressions in zones with DST at 02:00, at midnight, and by 30 min.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _field(lo: int, hi: int) -> st.SearchStrategy[str]:
+    n = st.integers(lo, hi)
+    return st.one_of(
+        # (croniter reads a one-value range like "0-0" as "*", so ranges here span two values or more)
+        st.just("*"), n.map(str), st.lists(n, min_size=2, max_size=2, unique=True).map(lambda p: f"{min(p)}-{max(p)}"),
+        st.integers(1, max(1, (hi - lo) // 2)).map(lambda s: f"*/{s}"),
+        st.lists(n, min_size=2, max_size=3, unique=True).map(lambda v: ",".join(map(str, sorted(v)))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(minute=_field(0, 59), hour=_field(0, 23), dom=st.one_of(st.just("*"), _field(1, 28)),
+       dow=st.one_of(st.just("*"), _field(0, 6)),
+       zone=st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "America/Santiago", "Australia/Lord_Howe"]),
+       start=st.integers(1_767_225_600, 1_830_297_600))
+def test_fire_times_agree_with_croniter(minute: str, hour: str, dom: str, dow: str, zone: str, start: int) -> None:
+    from ashjobs.migrate import croniter_fires
+
+    expr = f"{minute} {hour} {dom} * {dow}"
+    assert next_fires(entry(expr, zone), float(start), 40) == croniter_fires(expr, zone, float(start), 40)

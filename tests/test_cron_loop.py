@@ -221,3 +221,16 @@ def test_prune_keeps_each_entrys_newest_slot(tmp_path: Path) -> None:
         assert cron_sql.last_slots(node.store.conn) == {"m": at("2026-01-01T10:05", "UTC")}
     finally:
         node.close()
+
+
+def test_schedule_env_replaces_the_schedule_in_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_REFRESH_CRON", "*/20 * * * *")
+    clock = FakeClock(at("2026-01-01T09:59:00", "UTC"))
+    node = Node(tmp_path / "a.db", clock, [{"name": "r", "task": "noop", "schedule": "0 0 1 1 *",
+                                            "schedule_env": "TEST_REFRESH_CRON"}])
+    try:
+        run(drive(node.loop, clock, at("2026-01-01T11:00:00", "UTC")))
+        got = [s[11:16] for s, _ in cron_jobs(node.store, "r")]
+    finally:
+        node.close()
+    assert got == ["10:00", "10:20", "10:40", "11:00"]

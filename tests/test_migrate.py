@@ -142,3 +142,16 @@ def test_bad_sources_are_usage_errors(tmp_path: Path) -> None:
         load(str(tmp_path), "systemd")
     with pytest.raises(UsageError, match="cannot read crontab"):
         load(str(tmp_path / "nope"), "crontab")
+
+
+def test_system_crontab_user_field(tmp_path: Path) -> None:
+    tab = tmp_path / "sys"
+    tab.write_text("SHELL=/bin/sh\n17 * * * * root cd / && run-parts --report /etc/cron.hourly\n"
+                   "*/10 * * * * www-data /usr/bin/php /srv/cron.php\n")
+    report = load(str(tab), "crontab", user_field=True)
+    verify(report, START, 50)
+    got = by_name(report)
+    assert got["cd"].entry.args["argv"] == ["/bin/sh", "-c", "cd / && run-parts --report /etc/cron.hourly"]
+    assert got["php"].entry.args["argv"] == ["/usr/bin/php", "/srv/cron.php"]
+    assert "ran as user 'www-data' under cron; ashjobs runs it as its own user" in got["php"].notes
+    assert report.all_equivalent

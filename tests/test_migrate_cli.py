@@ -58,13 +58,13 @@ def test_not_equivalent_refuses_to_write_and_keeps_the_old_file(tmp_path: Path) 
     tab = tmp_path / "crontab"
     tab.write_text("0 3 * * * /usr/bin/fine\n0 0 LW * * /usr/bin/last-weekday\n")
     out = tmp_path / "cron.toml"
-    out.write_text("# the previous config\n")
+    out.write_text("# ashjobs migrate crontab --format crontab\n# the previous run\n")
     r = ashjobs(str(tab), "--format", "crontab", "--write", str(out), "--json", cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.strip() == f"ashjobs: not written to {out}: 1 entry not equivalent: last-weekday"
     doc = json.loads(r.stdout)
     assert [(e["name"], e["equivalent"]) for e in doc["entries"]] == [("fine", True), ("last-weekday", False)]
-    assert out.read_text() == "# the previous config\n"
+    assert out.read_text() == "# ashjobs migrate crontab --format crontab\n# the previous run\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cron.toml", "crontab"]
 
 
@@ -79,3 +79,26 @@ def test_bad_source_exits_2_with_one_line(tmp_path: Path) -> None:
         assert r.stdout == ""
         if args[-1] != "cronjob":  # ours are one line; click's own usage errors print a usage block
             assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_many_entries_show_progress_on_stderr_and_keep_json_clean(tmp_path: Path) -> None:
+    tab = tmp_path / "crontab"
+    tab.write_text("".join(f"{i} {i % 24} * * * /usr/bin/job{i} --n {i}\n" for i in range(30)))
+    r = ashjobs(str(tab), "--format", "crontab", "--json", "--compare", "100", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert len(doc["entries"]) == 30 and all(e["equivalent"] and e["compared"] == 100 for e in doc["entries"])
+
+
+def test_write_never_clobbers_a_file_it_did_not_write(tmp_path: Path) -> None:
+    conf = tmp_path / "ashjobs.toml"
+    conf.write_text("[node]\nroles = [\"scheduler\"]\n")
+    r = ashjobs(str(FIX / "crontab"), "--format", "crontab", "--write", str(conf), cwd=tmp_path)
+    assert r.returncode == 2 and "was not written by `ashjobs migrate`" in r.stderr
+    assert conf.read_text() == "[node]\nroles = [\"scheduler\"]\n"
+    r = ashjobs(str(FIX / "crontab"), "--format", "crontab", "--write", str(conf), "--force", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert conf.read_text().startswith("# ashjobs migrate crontab --format crontab")
+    # a second run may replace what the first one wrote
+    r = ashjobs(str(FIX / "schedules.csv"), "--format", "schedules-table", "--write", str(conf), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr

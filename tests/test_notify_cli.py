@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from ashjobs.apps.notifications import put
+from tests.conftest import Cli
 from tests.notify_helpers import Receiver, close, run_due, services
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def ashjobs(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ASHJOBS_DATA_DIR": str(data_dir),
-           "COLUMNS": "200"}
-    env.pop("ASHJOBS_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "ashjobs", *args], capture_output=True, text=True, env=env,
-                          timeout=60, cwd=data_dir)
+    return Cli(data_dir).run(*args, check=False, COLUMNS="200")
 
 
 def test_list_and_show(tmp_path):

@@ -161,6 +161,7 @@ def test_log_channel_is_the_default(tmp_path, caplog):
     ({"channels": ["command"], "command": {"argv": []}}, "notify.command.argv: a non-empty list"),
     ({"channels": ["log", "log"]}, "notify.channels: a channel is listed twice"),
     ({"channels": []}, "notify.channels: at least one"),
+    ({"webhook": {"secret": "a", "secret_file": "/b"}}, "notify.webhook.secret_file: set either"),
     ({"channels": ["email"]}, "notify.channels[0]: expected one of"),
 ])
 def test_config_errors_name_the_key(raw, message):
@@ -171,3 +172,72 @@ def test_config_errors_name_the_key(raw, message):
 def test_backoff_grows_and_is_capped():
     assert [backoff(a) for a in (1, 2, 3)] == [10.0, 20.0, 40.0]
     assert backoff(30) == 900.0
+
+
+def test_delivered_by_the_real_executor(tmp_path):
+    from ashjobs.executor import run_until_done
+    from ashjobs.store import Store
+
+    with Receiver() as rx:
+        cfg = config.from_dict({"queues": {"notifications": 2},
+                                "notify": {"channels": ["webhook"], "webhook": {"url": rx.url, "secret": SECRET}}},
+                               data_dir=str(tmp_path))
+        with Store.from_config(cfg) as store:
+            with store.tx() as conn:
+                nid = put(conn, 1_767_225_600.0, kind="k", subject="via executor", body="b", payload={})
+            job_id = outbox.get(store.conn, nid)["job_id"]
+        assert run_until_done(cfg, [job_id], timeout=30) == {job_id: "completed"}
+        with Store.from_config(cfg) as store:
+            assert outbox.get(store.conn, nid)["status"] == "sent"
+    assert len(rx.requests) == 1 and json.loads(rx.requests[0][1])["subject"] == "via executor"
+
+
+def test_turned_off_notifications_are_not_delivered(tmp_path):
+    with Receiver() as rx:
+        svc = services(tmp_path, {"apps": {"notifications": {"enabled": False}},
+                                  "notify": {"channels": ["webhook"], "webhook": {"url": rx.url}}})
+        try:
+            nid = _put(svc)
+            assert list(asyncio.run(run_due(svc, "notifications")).values()) == ["cancelled"]
+            row = outbox.get(svc.store.conn, nid)
+            assert row["status"] == "failed" and "turned off" in row["last_error"]
+        finally:
+            close(svc)
+    assert rx.requests == []
+
+
+def test_secret_file_signs_and_receivers_can_verify(tmp_path):
+    from ashjobs.notify import verify_signature
+
+    secret_file = tmp_path / "webhook.secret"
+    secret_file.write_text("from-a-file\n")
+    with Receiver() as rx:
+        svc = services(tmp_path, {"notify": {"channels": ["webhook"],
+                                             "webhook": {"url": rx.url, "secret_file": str(secret_file)}}})
+        try:
+            _put(svc)
+            asyncio.run(run_due(svc, "notifications"))
+            now = svc.clock.now()
+        finally:
+            close(svc)
+    ((headers, body),) = rx.requests
+    ts, sig = headers["x-ashjobs-timestamp"], headers["x-ashjobs-signature"]
+    assert verify_signature("from-a-file", ts, body, sig, now=now)
+    assert not verify_signature("from-a-file", ts, body + b" ", sig, now=now)  # body tampered
+    assert not verify_signature("other", ts, body, sig, now=now)
+    assert not verify_signature("from-a-file", ts, body, sig, now=now + 3600)  # replayed an hour later
+    assert not verify_signature("from-a-file", str(int(ts) + 1), body, sig, now=now)  # timestamp is signed
+
+
+def test_missing_secret_file_is_a_failed_delivery_naming_the_key(tmp_path):
+    with Receiver() as rx:
+        svc = services(tmp_path, {"notify": {"channels": ["webhook"], "webhook": {
+            "url": rx.url, "secret_file": str(tmp_path / "nope")}}})
+        try:
+            nid = _put(svc)
+            asyncio.run(run_due(svc, "notifications"))
+            (d,) = outbox.deliveries(svc.store.conn, nid)
+            assert d["outcome"] == "failed" and d["error"].startswith("notify.webhook.secret_file: cannot read")
+        finally:
+            close(svc)
+    assert rx.requests == []  # never sent unsigned

@@ -29,12 +29,11 @@ def test_failure_retries_until_max_attempts_then_discards() -> None:
     assert rules.after_failure(3, 3, 100.0, 23.0) == rules.Failure("discarded", None)
 
 
-def test_finished_states_are_terminal_except_manual_retry() -> None:
-    assert rules.TRANSITIONS["completed"] == frozenset()
-    assert rules.can_transition("discarded", "available")
-    assert rules.can_transition("cancelled", "available")
-    assert not rules.can_transition("completed", "available")
+def test_finished_states_leave_only_by_manual_retry() -> None:
+    for state in rules.FINISHED:
+        assert rules.TRANSITIONS[state] == frozenset({"available"})
     assert not rules.can_transition("available", "completed")
+    assert not rules.can_transition("scheduled", "executing")
 
 
 def test_unique_key_shares_a_bucket_within_the_period_and_splits_across_it() -> None:

@@ -76,11 +76,11 @@ def test_claim_orders_by_priority_then_time_and_skips_routed_jobs(store: Store) 
     insert(store, sql.NewJob("noop", partition="p1"))
     other_queue = insert(store, sql.NewJob("noop", queue="other"))[0]
     with store.tx() as conn:
-        rows = sql.claim(conn, "default", 10, "n1", T0 + 2, 30)
-    assert [r["id"] for r in rows] == [high, low]
-    assert all(r["attempt"] == 1 for r in rows)
-    tokens = [r["lease_token"] for r in rows]
-    assert tokens == sorted(tokens) and len(set(tokens)) == 2
+        (first,) = sql.claim(conn, "default", 1, "n1", T0 + 2, 30)
+        rest = sql.claim(conn, "default", 10, "n1", T0 + 2, 30)
+    assert first["id"] == high and [r["id"] for r in rest] == [low]
+    assert first["attempt"] == 1 and rest[0]["attempt"] == 1
+    assert rest[0]["lease_token"] > first["lease_token"]
     assert sql.get(store.conn, other_queue).state == "available"
 
 

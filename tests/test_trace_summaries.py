@@ -145,22 +145,27 @@ def test_last_hour(store):
     assert row["p50"] == 1.0 and row["p95"] == 50.0 and row["max_duration"] == 50.0
 
 
-def test_cron_entry_and_config(tmp_path, monkeypatch):
-    pytest.importorskip("ashjobs.cron", reason="ashjobs.cron (helper cron) not merged yet")
+def test_cron_entry_and_its_env_override(tmp_path):
+    from ashjobs import cron
+
     cfg = config.from_dict({}, data_dir=str(tmp_path))
     (entry,) = ts.cron_entries(cfg)
     assert (entry.name, entry.task, entry.schedule, entry.queue, entry.max_attempts, entry.unique_for) == (
         "refresh_trace_summaries", "ashjobs.trace_summaries.refresh", "*/2 * * * *", "maintenance", 3, 180.0)
-    assert entry.schedule_env == "TRACE_SUMMARIES_REFRESH_CRON"
+    assert entry.validate() is None
+    by_name = {e.name: e for e in cron.entries(cfg, {})}
+    assert by_name["refresh_trace_summaries"].schedule == "*/2 * * * *"
+    by_name = {e.name: e for e in cron.entries(cfg, {"TRACE_SUMMARIES_REFRESH_CRON": "*/10 * * * *"})}
+    assert by_name["refresh_trace_summaries"].schedule == "*/10 * * * *"
+    assert cron.next_fire(by_name["refresh_trace_summaries"], T0 + 1) == T0 + 600
 
 
 def test_retention_and_enabled_from_config(tmp_path):
-    raw = {"apps": {"trace_summaries": {"retention": "1d"}}}
-    try:
-        cfg = config.from_dict(raw, data_dir=str(tmp_path))
-    except config.ConfigError as e:  # the apps section of this copy may not know the key yet
-        pytest.skip(f"[apps.trace_summaries] retention not accepted here: {e}")
+    cfg = config.from_dict({"apps": {"trace_summaries": {"retention": "1d"}}}, data_dir=str(tmp_path))
     assert ts._settings(cfg) == (True, 86400.0)
+    assert ts._settings(config.from_dict({}, data_dir=str(tmp_path))) == (True, 3 * 86400.0)
+    off = config.from_dict({"apps": {"trace_summaries": {"enabled": False}}}, data_dir=str(tmp_path))
+    assert ts.cron_entries(off) == []
 
 
 def test_refresh_task_through_services(tmp_path):
@@ -182,3 +187,22 @@ def test_refresh_task_through_services(tmp_path):
         assert summaries(svc.store)[("probe", "default", T0)]["count"] == 2
     finally:
         close(svc)
+
+
+def test_status_shows_the_last_hour(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import base_env
+
+    with Store(tmp_path / "ashjobs.db") as s:
+        now = time.time()
+        add_attempts(s, now - 600, [0.010, 0.020, 0.030], task="ping", queue="checks")
+        refresh(s, now)
+    out = subprocess.run([sys.executable, "-m", "ashjobs", "status", "--json"], capture_output=True, text=True,
+                         env=base_env(tmp_path), timeout=60, check=True).stdout
+    (row,) = json.loads(out)["trace_summaries"]
+    assert (row["task"], row["queue"], row["count"], row["p50"], row["max_duration"]) == ("ping", "checks", 3,
+                                                                                         0.020, 0.030)

@@ -59,19 +59,34 @@ def summarize(rows: Iterable[tuple[str, str, float, str, float]], now: float) ->
     return out
 
 
-def refresh(conn: sqlite3.Connection, now: float, *, retention: float = DEFAULT_RETENTION) -> dict[str, Any]:
-    """One run: rewrite the buckets from (watermark - lookback) on, move the watermark to now, drop summaries
-    older than the retention. Call inside a write transaction."""
+def compute(conn: sqlite3.Connection, now: float) -> tuple[float, list[dict[str, Any]]]:
+    """Read side of a run: the first bucket to rewrite (5 minutes before the last watermark) and the
+    summaries from there on. Needs only a read snapshot, so the daemon runs it off the writer thread."""
     from ashjobs.store import trace_summaries as sql
 
     mark = sql.watermark(conn)
     since = (now - BACKFILL) if mark is None else min(mark, now)  # min: the wall clock may have stepped back
     start = math.floor((since - LOOKBACK) / BUCKET) * BUCKET
-    summaries = summarize(sql.attempts_since(conn, start, BUCKET), now)
+    return start, summarize(sql.attempts_since(conn, start, BUCKET), now)
+
+
+def apply(conn: sqlite3.Connection, now: float, start: float, summaries: list[dict[str, Any]], *,
+          retention: float = DEFAULT_RETENTION) -> dict[str, Any]:
+    """Write side: replace the buckets from `start` on, move the watermark to `now`, drop summaries older
+    than the retention. An attempt committed after compute's snapshot finished after `now - LOOKBACK`,
+    so the next run's window covers it."""
+    from ashjobs.store import trace_summaries as sql
+
     sql.replace_from(conn, start, summaries)
     sql.set_watermark(conn, now)
     pruned = sql.delete_before(conn, now - retention)
     return {"from": start, "buckets": len(summaries), "pruned": pruned}
+
+
+def refresh(conn: sqlite3.Connection, now: float, *, retention: float = DEFAULT_RETENTION) -> dict[str, Any]:
+    """One whole run in the caller's write transaction."""
+    start, summaries = compute(conn, now)
+    return apply(conn, now, start, summaries, retention=retention)
 
 
 def last_hour(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
@@ -98,21 +113,12 @@ def last_hour(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
 
 
 def _settings(cfg: Config) -> tuple[bool, float]:
-    """(enabled, retention) from [apps.trace_summaries], read defensively: the apps section may be absent."""
-    from ashjobs.config import parse_duration
-
+    """(enabled, retention) from [apps.trace_summaries]."""
     try:
-        section = getattr(cfg.section("apps"), "trace_summaries", None)
-    except (KeyError, ImportError):
-        section = None
-    if section is not None:
-        retention = getattr(section, "retention", None)
-        return bool(getattr(section, "enabled", True)), float(retention) if retention else DEFAULT_RETENTION
-    raw = (cfg.raw.get("apps") or {}).get("trace_summaries") or {}
-    retention = raw.get("retention")
-    if isinstance(retention, str):
-        retention = parse_duration(retention)
-    return bool(raw.get("enabled", True)), float(retention) if retention else DEFAULT_RETENTION
+        app = cfg.section("apps").trace_summaries
+    except ImportError:  # a copy without the apps section: the defaults
+        return True, DEFAULT_RETENTION
+    return bool(app.enabled), float(app.retention)
 
 
 def cron_entries(cfg: Config) -> list[CronEntry]:
@@ -129,10 +135,22 @@ def cron_entries(cfg: Config) -> list[CronEntry]:
 
 @task(TASK, queue="maintenance", max_attempts=3, context=True, timeout=300.0)
 async def refresh_task(ctx: JobContext) -> dict[str, Any]:
+    import asyncio
+
     svc = ctx.services
     if svc is None:
         raise RuntimeError(f"{TASK} runs on the scheduler (it needs the database)")
     _, retention = _settings(svc.cfg)
     now = svc.clock.now()
-    result: dict[str, Any] = await svc.write(lambda conn: refresh(conn, now, retention=retention))
+
+    def read() -> tuple[float, list[dict[str, Any]]]:
+        conn = svc.store.new_connection()  # its own snapshot, off the event loop and the writer
+        try:
+            conn.execute("BEGIN")
+            return compute(conn, now)
+        finally:
+            conn.close()
+
+    start, summaries = await asyncio.to_thread(read)
+    result: dict[str, Any] = await svc.write(lambda conn: apply(conn, now, start, summaries, retention=retention))
     return result

@@ -29,25 +29,31 @@ PROGRESS_FROM = 20  # show a progress bar when proving this many entries or more
               help="Write the [[cron]] entries as TOML to PATH (atomically; refused unless every entry is "
                    "proven equivalent).")
 @click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
+@click.option("--force", is_flag=True, help="Replace PATH even if it was not written by `ashjobs migrate`.")
 @click.option("--timezone", "zone", default="UTC", show_default=True, metavar="ZONE",
               help="The zone the old scheduler ran in, for crontab lines before any CRON_TZ= and timers "
                    "without a zone.")
+@click.option("--system-crontab/--user-crontab", "user_field", default=None,
+              help="crontab lines have a user field after the schedule (default: only for /etc/crontab and "
+                   "/etc/cron.d/*).")
 @click.option("--compare", default=1000, show_default=True, type=click.IntRange(1, 100_000), metavar="N",
               help="Fire times compared per entry.")
 @click.option("--from", "start_text", metavar="ISO8601", help="Compare fire times after this instant (default: now).")
 @json_option
-def migrate(source: str, fmt: str, write_path: str | None, dry_run: bool, zone: str, compare: int,
-            start_text: str | None, as_json: bool) -> None:
+def migrate(source: str, fmt: str, write_path: str | None, dry_run: bool, force: bool, zone: str,
+            user_field: bool | None, compare: int, start_text: str | None, as_json: bool) -> None:
     """Migrate schedules from a custom scheduler, crontab or systemd timers to [[cron]] entries.
 
     Every entry is proven: its next N fire times (default 1,000) in the old time zone equal the old
     schedule's, computed independently. Lines that cannot be translated are listed with the reason.
     Exit 0 when every entry is equivalent, 1 when one is not (nothing is written), 2 for a bad source.
+    The written file holds only [[cron]] tables: copy them into your ashjobs.toml.
 
     \b
     Examples:
       ashjobs migrate schedules.csv --format schedules-table
-      ashjobs migrate /etc/crontab.d/monitoring --format crontab --timezone Europe/Berlin --write cron.toml
+      crontab -l > old.crontab
+      ashjobs migrate old.crontab --format crontab --timezone Europe/Berlin --write cron.toml
       ashjobs migrate /etc/systemd/system --format systemd --json
     """
     from ashjobs import cron
@@ -61,11 +67,14 @@ def migrate(source: str, fmt: str, write_path: str | None, dry_run: bool, zone: 
         start = parse_iso(start_text) if start_text else SYSTEM.now()
     except ValueError:
         raise UsageError(f"--from: not an ISO 8601 time: {start_text!r}") from None
-    report = mig.load(source, fmt, timezone=zone)
+    if write_path and not force and _foreign(Path(write_path)):
+        raise UsageError(f"--write {write_path}: the file exists and was not written by `ashjobs migrate` (is it "
+                         "your config?); choose another path, or --force")
+    report = mig.load(source, fmt, timezone=zone, user_field=user_field)
     _prove(report, start, compare, show_progress=len(report.entries) >= PROGRESS_FROM)
     toml_text = None
     if write_path:
-        toml_text = mig.to_toml(report, f"ashjobs migrate {Path(source).name} --format {fmt}\n"
+        toml_text = mig.to_toml(report, f"{HEADER} {Path(source).name} --format {fmt}\n"
                                         f"{len(report.entries)} entries, {len(report.skipped)} skipped; every entry "
                                         f"proven over {compare} fire times")
     if as_json:
@@ -83,6 +92,20 @@ def migrate(source: str, fmt: str, write_path: str | None, dry_run: bool, zone: 
         else:
             _write_atomic(Path(write_path), toml_text)
             click.echo(f"wrote {len(report.entries)} entries to {write_path}", err=True)
+
+
+HEADER = "ashjobs migrate"
+
+
+def _foreign(path: Path) -> bool:
+    """An existing file we did not write (a config we must not clobber)."""
+    try:
+        with path.open() as f:
+            return not f.readline().startswith(f"# {HEADER} ")
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError):
+        return True
 
 
 def _prove(report: Report, start: float, n: int, *, show_progress: bool) -> None:

@@ -67,12 +67,13 @@ class Report:
                 "skipped": [{"line": s.line, "reason": s.reason} for s in self.skipped]}
 
 
-def load(source: str, fmt: str, *, timezone: str = "UTC") -> Report:
-    """Parse `source` in format `fmt`. Raises UsageError for a source that cannot be read at all."""
+def load(source: str, fmt: str, *, timezone: str = "UTC", user_field: bool | None = None) -> Report:
+    """Parse `source` in format `fmt`. Raises UsageError for a source that cannot be read at all.
+    `user_field`: crontab lines carry a user (default: for /etc/crontab and /etc/cron.d/*)."""
     if fmt == "crontab":
         from ashjobs.migrate.crontab import parse_crontab
 
-        return parse_crontab(source, timezone=timezone)
+        return parse_crontab(source, timezone=timezone, user_field=user_field)
     if fmt == "systemd":
         from ashjobs.migrate.systemd import parse_systemd
 

@@ -2,7 +2,8 @@
 
 Understood: comments and blank lines; environment lines (`NAME=value`, applying to the lines after them, as
 cron does); `CRON_TZ=zone` (the schedule's zone for the lines after it); 5-field schedules and @nicknames;
-`%` in the command (the first unescaped `%` starts the job's stdin, later ones are newlines). A command that
+`%` in the command (the first unescaped `%` starts the job's stdin, later ones are newlines); the user field
+of system crontabs (/etc/crontab, /etc/cron.d/*, or `user_field=True`). A command that
 needs a shell (pipes, redirections, variables, globs, `&&`...) runs as [$SHELL or /bin/sh, "-c", command];
 others are split like a shell would (shlex) and run without one. Anything else is listed as skipped.
 """
@@ -61,7 +62,15 @@ def job_name(argv: list[str]) -> str:
     return _NAME.sub("-", prog.lower()).strip("-") or "command"
 
 
-def parse_crontab(source: str, *, timezone: str = "UTC") -> Report:
+def is_system_crontab(source: str) -> bool:
+    """/etc/crontab and /etc/cron.d/* have a user field between the schedule and the command."""
+    path = str(Path(source).resolve())
+    return path == "/etc/crontab" or path.startswith("/etc/cron.d/")
+
+
+def parse_crontab(source: str, *, timezone: str = "UTC", user_field: bool | None = None) -> Report:
+    if user_field is None:
+        user_field = is_system_crontab(source)
     try:
         text = Path(source).read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -103,6 +112,11 @@ def parse_crontab(source: str, *, timezone: str = "UTC") -> Report:
         if problem:
             report.skipped.append(Skipped(where, problem))
             continue
+        notes = []
+        if user_field:
+            user, _, command = command.partition(" ")
+            command = command.strip()
+            notes.append(f"ran as user {user!r} under cron; ashjobs runs it as its own user")
         if not command:
             report.skipped.append(Skipped(where, "no command"))
             continue
@@ -114,7 +128,8 @@ def parse_crontab(source: str, *, timezone: str = "UTC") -> Report:
         if stdin is not None:
             args["stdin"] = stdin
         entry = CronEntry(name=job_name(argv), task="command", schedule=schedule, timezone=zone, args=args)
-        notes = ["runs through a shell"] if argv[:2] == [shell, "-c"] else []
+        if argv[:2] == [shell, "-c"]:
+            notes.append("runs through a shell")
         report.entries.append(Migrated(entry, where, schedule, "cron", notes))
     unique_names(report)
     return report

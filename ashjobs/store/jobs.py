@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ashjobs import queue as rules
 from ashjobs.clock import iso
 from ashjobs.queue import Outcome, State
 
-_COMPACT = (",", ":")
+# One encoder built once: json.dumps with options builds a new one per call, which dominates bulk inserts.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=_COMPACT, sort_keys=True, default=str)
+    return _encode(value) if value else "{}" if isinstance(value, dict) else _encode(value)
 
 
 @dataclass
@@ -156,30 +157,35 @@ def next_tokens(conn: sqlite3.Connection, n: int) -> int:
     return int(row[0]) - n + 1
 
 
-_CLAIM_COLS = "id, task, queue, args, attempt, max_attempts, timeout, attempted_at, lease_token, partition, domain, actor, meta"
+_CLAIM_COLS = ("id, task, queue, args, attempt, max_attempts, timeout, attempted_at, lease_token, partition, "
+               "domain, actor, meta")
 
 
 def claim(conn: sqlite3.Connection, queue: str, limit: int, node: str, now: float,
           lease_ttl: float) -> list[sqlite3.Row]:
-    """Move up to `limit` unrouted available jobs of `queue` to executing under a fresh lease each."""
-    ids = [r[0] for r in conn.execute(
-        "SELECT id FROM jobs WHERE state = 'available' AND queue = ? AND partition IS NULL "
-        "ORDER BY priority, scheduled_at, id LIMIT ?", (queue, limit))]
-    return lease(conn, ids, node, now, lease_ttl)
+    """Move up to `limit` unrouted available jobs of `queue` to executing under a fresh lease, in one
+    statement. One fencing token serves the whole batch: a token fences one job's successive leases, and
+    each job appears once in a batch, so its next lease always carries a higher token."""
+    token = next_tokens(conn, 1)
+    return conn.execute(
+        "UPDATE jobs SET state = 'executing', attempt = attempt + 1, attempted_at = ?1, lease_owner = ?2, "
+        "lease_token = ?3, lease_expires_at = ?4 WHERE id IN (SELECT id FROM jobs WHERE state = 'available' "
+        "AND queue = ?5 AND partition IS NULL ORDER BY priority, scheduled_at, id LIMIT ?6) "
+        f"RETURNING {_CLAIM_COLS}", (now, node, token, now + lease_ttl, queue, limit)).fetchall()
 
 
 def lease(conn: sqlite3.Connection, ids: Sequence[int], node: str, now: float,
           lease_ttl: float) -> list[sqlite3.Row]:
-    """Start an attempt of each available job in `ids` under a new lease (strictly increasing tokens)."""
+    """Start an attempt of each available job in `ids` under a new lease for `node` (e.g. a poller)."""
     if not ids:
         return []
-    first = next_tokens(conn, len(ids))
+    token = next_tokens(conn, 1)
     rows = []
-    for i, job_id in enumerate(ids):
+    for job_id in ids:
         row = conn.execute(
             "UPDATE jobs SET state = 'executing', attempt = attempt + 1, attempted_at = ?, lease_owner = ?, "
             f"lease_token = ?, lease_expires_at = ? WHERE id = ? AND state = 'available' RETURNING {_CLAIM_COLS}",
-            (now, node, first + i, now + lease_ttl, job_id)).fetchone()
+            (now, node, token, now + lease_ttl, job_id)).fetchone()
         if row is not None:
             rows.append(row)
     return rows
@@ -229,7 +235,14 @@ class FinishedAttempt:
     now: float
 
 
-OnFinish = Callable[[sqlite3.Connection, FinishedAttempt], None]
+class OnFinish(Protocol):
+    """Per-task hooks run inside the transaction that records an attempt; `tasks` names the tasks that
+    have one, so the bulk path only loads the rows it must hand over."""
+
+    @property
+    def tasks(self) -> Collection[str]: ...
+
+    def __call__(self, conn: sqlite3.Connection, done: FinishedAttempt) -> None: ...
 
 
 def _unique_after(state: State) -> str:
@@ -241,7 +254,12 @@ def finish(conn: sqlite3.Connection, results: Iterable[Result], now: float,
            on_finish: OnFinish | None = None) -> list[Result]:
     """Record attempts and move jobs on. Returns the results refused for a stale token (the job is not
     executing under that lease any more: cancelled, rescued, or re-leased to another node)."""
-    refused = []
+    results = list(results)
+    fast = [r for r in results if r.outcome == "success" and r.snooze is None]
+    refused = _complete_many(conn, fast, now) if fast else []
+    if fast and on_finish is not None and on_finish.tasks:
+        _hooks_for(conn, [r for r in fast if r not in refused], now, on_finish)
+    results = [r for r in results if r.outcome != "success" or r.snooze is not None]
     clear = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
     for r in results:
         row = conn.execute("SELECT task, queue, attempt, max_attempts, args, meta, partition FROM jobs "
@@ -275,6 +293,37 @@ def finish(conn: sqlite3.Connection, results: Iterable[Result], now: float,
             on_finish(conn, FinishedAttempt(r.job_id, task, json.loads(row[4]), json.loads(row[5]), attempt,
                                             max_attempts, r.outcome, state, r.error, row[6], now))
     return refused
+
+
+def _complete_many(conn: sqlite3.Connection, results: list[Result], now: float) -> list[Result]:
+    """The common case in bulk: successful attempts, each fenced by its token. Attempts are written first
+    (only for rows still leased to the reporter); if any result is stale, redo those rows one by one."""
+    params = [(r.node, r.started_at, now, now - r.started_at, r.job_id, r.token) for r in results]
+    conn.executemany(
+        "INSERT INTO attempts (job_id, attempt, task, queue, node, started_at, finished_at, outcome, duration) "
+        "SELECT id, attempt, task, queue, ?1, ?2, ?3, 'success', max(?4, 0) FROM jobs "
+        "WHERE id = ?5 AND state = 'executing' AND lease_token = ?6", params)
+    cur = conn.executemany(
+        "UPDATE jobs SET state = 'completed', completed_at = ?, lease_owner = NULL, lease_token = NULL, "
+        f"lease_expires_at = NULL, {_unique_after('completed')} WHERE id = ? AND state = 'executing' "
+        "AND lease_token = ?", [(now, r.job_id, r.token) for r in results])
+    if cur.rowcount == len(results):
+        return []
+    # Some were stale: they matched neither statement, so they are the ids still not completed by us.
+    done = {row[0] for row in conn.execute(
+        f"SELECT job_id FROM attempts WHERE finished_at = ? AND job_id IN ({','.join('?' * len(results))})",
+        [now, *(r.job_id for r in results)])}
+    return [r for r in results if r.job_id not in done]
+
+
+def _hooks_for(conn: sqlite3.Connection, done: list[Result], now: float, on_finish: OnFinish) -> None:
+    ids = [r.job_id for r in done]
+    names = list(on_finish.tasks)
+    for row in conn.execute(
+            "SELECT id, task, args, meta, attempt, max_attempts, partition FROM jobs "
+            f"WHERE id IN ({','.join('?' * len(ids))}) AND task IN ({','.join('?' * len(names))})", [*ids, *names]):
+        on_finish(conn, FinishedAttempt(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4], row[5],
+                                        "success", "completed", None, row[6], now))
 
 
 def _attempt(conn: sqlite3.Connection, job_id: int, attempt: int, task: str, queue: str, node: str | None,
@@ -375,10 +424,32 @@ def retry(conn: sqlite3.Connection, job_id: int, now: float) -> State | None:
 
 
 def prune(conn: sqlite3.Connection, before: float, limit: int = 10_000) -> int:
-    """Delete finished jobs older than `before`, one batch. Attempts stay."""
+    """Delete one batch of finished jobs that finished before `before`. Attempts stay.
+
+    A job finishes after it is inserted and ids grow with insertion time, so candidates all have ids at or
+    below the last id inserted before `before`: the scan walks only that old prefix of the table."""
+    cutoff = _last_id_inserted_before(conn, before)
+    if cutoff is None:
+        return 0
     return conn.execute(
-        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state IN ('completed', 'cancelled', 'discarded') "
-        "AND coalesce(completed_at, cancelled_at, discarded_at) < ? LIMIT ?)", (before, limit)).rowcount
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE id <= ? AND state IN ('completed', 'cancelled', "
+        "'discarded') AND coalesce(completed_at, cancelled_at, discarded_at) < ? LIMIT ?)",
+        (cutoff, before, limit)).rowcount
+
+
+def _last_id_inserted_before(conn: sqlite3.Connection, before: float) -> int | None:
+    lo, hi = conn.execute("SELECT min(id), max(id) FROM jobs").fetchone()
+    if lo is None:
+        return None
+    found = None
+    while lo <= hi:  # binary search over the primary key; ~20 point lookups for millions of rows
+        mid = (lo + hi) // 2
+        row = conn.execute("SELECT id, inserted_at FROM jobs WHERE id >= ? ORDER BY id LIMIT 1", (mid,)).fetchone()
+        if row is None or row[1] >= before:
+            hi = mid - 1
+        else:
+            found, lo = row[0], row[0] + 1
+    return found
 
 
 def get(conn: sqlite3.Connection, job_id: int) -> Job | None:

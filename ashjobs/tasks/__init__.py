@@ -168,8 +168,18 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def run_finish_hooks(conn: Any, done: Any) -> None:
-    """The `on_finish` argument for store.jobs.finish/rescue: dispatch to the finished job's task hook."""
-    t = _OVERRIDES.get(done.task) or _REGISTRY.get(done.task)
-    if t is not None and t.on_finish is not None:
-        t.on_finish(conn, done)
+class _FinishHooks:
+    """The `on_finish` argument for store.jobs.finish/rescue: dispatch to each finished job's task hook."""
+
+    @property
+    def tasks(self) -> set[str]:
+        merged = {**_REGISTRY, **_OVERRIDES}
+        return {name for name, t in merged.items() if t.on_finish is not None}
+
+    def __call__(self, conn: Any, done: Any) -> None:
+        t = _OVERRIDES.get(done.task) or _REGISTRY.get(done.task)
+        if t is not None and t.on_finish is not None:
+            t.on_finish(conn, done)
+
+
+run_finish_hooks = _FinishHooks()

@@ -34,7 +34,8 @@ async def command(argv: list[str], timeout: str | float | None = None, env: dict
         *argv, env=full_env, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), limit)
+        async with asyncio.timeout(limit):  # not wait_for: on 3.11 it can swallow a racing cancel
+            out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
     except TimeoutError:
         _kill(proc)
         await proc.wait()

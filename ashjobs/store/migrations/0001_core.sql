@@ -29,13 +29,11 @@ CREATE TABLE jobs (
 -- Uniqueness is the database's job: the key is set only while the job is in one of its unique states.
 CREATE UNIQUE INDEX jobs_unique ON jobs(unique_key) WHERE unique_key IS NOT NULL;
 -- Claiming: available jobs of a queue (unrouted: partition IS NULL) in priority order.
-CREATE INDEX jobs_fetch ON jobs(state, queue, partition, priority, scheduled_at, id);
+CREATE INDEX jobs_fetch ON jobs(state, queue, partition, priority, scheduled_at);
 -- Staging scheduled/retryable jobs whose time has come; lifeline over executing leases.
 CREATE INDEX jobs_due ON jobs(state, scheduled_at) WHERE state IN ('scheduled', 'retryable');
 CREATE INDEX jobs_leases ON jobs(lease_expires_at) WHERE state = 'executing';
--- Pruning finished jobs by age.
-CREATE INDEX jobs_finished ON jobs(coalesce(completed_at, cancelled_at, discarded_at))
-    WHERE state IN ('completed', 'cancelled', 'discarded');
+-- Pruning needs no index of its own: ids grow with insertion time, so it scans the oldest ids only.
 
 CREATE TABLE attempts (
     id INTEGER PRIMARY KEY,

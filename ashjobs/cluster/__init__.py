@@ -1,0 +1,1 @@
+"""The distributed half: authenticated msgpack RPC, zeroconf discovery, routing, leases."""
