@@ -39,31 +39,20 @@ def states(svc: Services, ids: list[int]) -> dict[int, str]:
     return {k: v[0] for k, v in sql.states_of(svc.store.conn, ids).items()}
 
 
-class _Executor(LocalExecutor):
-    """The real executor, counting its cycles so a test can stop it between two of them."""
-
-    cycles = 0
-
-    async def _cycle(self) -> None:
-        await super()._cycle()
-        self.cycles += 1
-
-
 def run_jobs(svc: Services, ids: list[int], timeout: float = 20.0) -> dict[int, str]:
     """Run the local executor (claiming every configured queue) until every job in `ids` is finished.
-    Then stop claiming and let one whole cycle pass before draining, so no job claimed in a last cycle is
-    left executing without a runner."""
+    Then stop claiming and wait for the cycles in flight and the jobs they started before draining, so no
+    job claimed by a last cycle is left executing without a runner."""
 
     async def main() -> dict[int, str]:
-        ex = _Executor(svc)
+        ex = LocalExecutor(svc)
         runner = asyncio.create_task(ex.run())
         try:
             async with asyncio.timeout(timeout):
                 while not all(s in FINISHED for s in states(svc, ids).values()):
                     await asyncio.sleep(0.01)
                 ex.claiming = False
-                seen = ex.cycles
-                while ex.cycles < seen + 2 or ex.running:
+                while ex._cycles or ex.running or ex.results:
                     ex.wake()
                     await asyncio.sleep(0.01)
         except TimeoutError:
