@@ -313,6 +313,10 @@ def _build(cls: type, table: dict[str, Any], key: str, where: str) -> Any:
     return obj
 
 
+# Queues the built-in apps use, with their limits; [queues] may change or add to them.
+BUILTIN_QUEUES = {"default": 10, "alerts": 5, "notifications": 5, "onboarding": 2, "maintenance": 2}
+
+
 def _queues(value: Any, where: str) -> dict[str, int]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: queues: expected a table of queue name = concurrency limit")
@@ -321,8 +325,7 @@ def _queues(value: Any, where: str) -> dict[str, int]:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"{where}: queues.{name}: expected a concurrency limit >= 1, got {limit!r}")
         out[name] = limit
-    out.setdefault("default", 10)
-    return out
+    return {**BUILTIN_QUEUES, **out}
 
 
 def find_config_path(explicit: str | None) -> Path | None:
@@ -360,7 +363,7 @@ def load(path: Path | str | None = None, *, data_dir: str | None = None, search:
 def from_dict(raw: dict[str, Any], *, path: Path | None = None, data_dir: str | None = None,
               where: str = "<config>") -> Config:
     sections: dict[str, Any] = {}
-    queues = {"default": 10}
+    queues = dict(BUILTIN_QUEUES)
     task_options: dict[str, TaskOptions] = {}
     for key, value in raw.items():
         if key == "queues":

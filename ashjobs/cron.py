@@ -21,12 +21,13 @@ them, `"latest"` fires the newest of them, `"all"` the newest `max_catchup`, old
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import importlib
 import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Literal
 
 from ashjobs.config import Duration
@@ -206,19 +207,44 @@ def _expr_slots(expr: str, zone: str, start: float, reverse: bool) -> Iterator[f
 
     tz = _zone(zone)
     local = datetime.fromtimestamp(start, tz)
-    wall = follows_wall_clock(expr) and zone not in ("UTC", "Etc/UTC")
-    if wall:
-        # Iterate wall-clock times (naive), then place each on the time line with the DST rules above.
-        it = CronSim(expr, local.replace(tzinfo=None), reverse=reverse)
-        raw: Iterator[float] = (_wall_to_instant(dt, tz) for dt in it)
+    # Start a little before `start` in wall time: in a repeated hour, the wall time of `start` may come
+    # again after it (the fold's second pass); the filter below drops what is not after `start`.
+    back = timedelta(hours=-3 if reverse else 3)
+    naive = CronSim(expr, local.replace(tzinfo=None) - back, reverse=reverse)
+    if follows_wall_clock(expr):
+        # Fixed times: each wall-clock time fires once, placed on the time line by the DST rules above.
+        raw: Iterator[float] = (_wall_to_instant(dt, tz) for dt in naive)
     else:
-        # cronsim steps an aware datetime through UTC: real elapsed time.
-        raw = (dt.timestamp() for dt in CronSim(expr, local, reverse=reverse))
+        # Interval-like: every instant whose local time matches fires (twice in a repeated hour, never in a
+        # skipped one), which is real elapsed time.
+        raw = _every_instant(naive, tz, reverse)
     last = start
     for ts in raw:
         if (ts > last) if not reverse else (ts < last):
             last = ts
             yield ts
+
+
+def _instants(naive: datetime, tz: tzinfo) -> list[float]:
+    """The instants whose local time is `naive`: none in a gap, two in a fold, else one."""
+    found = {naive.replace(tzinfo=tz, fold=fold).timestamp() for fold in (0, 1)}
+    return sorted(t for t in found if datetime.fromtimestamp(t, tz).replace(tzinfo=None) == naive)
+
+
+def _every_instant(naive: Iterator[datetime], tz: tzinfo, reverse: bool) -> Iterator[float]:
+    # Wall times come in order but a fold's second instant belongs later: hold instants in a heap and
+    # release those that no later wall time can precede.
+    sign = -1.0 if reverse else 1.0
+    heap: list[float] = []
+    for dt in naive:
+        found = _instants(dt, tz)
+        if not found:
+            continue
+        lead = sign * (found[-1] if reverse else found[0])
+        while heap and heap[0] <= lead:
+            yield sign * heapq.heappop(heap)
+        for t in found:
+            heapq.heappush(heap, sign * t)
 
 
 def _every_slots(every: float, start: float, reverse: bool) -> Iterator[float]:

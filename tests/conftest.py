@@ -153,3 +153,10 @@ def daemons() -> Iterator[list[Daemon]]:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+# The suite runs beside daemons on 2 cores: hypothesis' per-example deadline would measure load, not code.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ashjobs", deadline=None, print_blob=True)
+_hypothesis_settings.load_profile("ashjobs")

@@ -6,7 +6,7 @@ import itertools
 import math
 
 import pytest
-from cron_helpers import at, local
+from cron_helpers import NO_BUILTINS, at, local
 
 from ashjobs import config, cron
 from ashjobs.cron import CronEntry, next_fire, next_fires, plan, slots_between
@@ -125,7 +125,7 @@ def test_schedule_env_replaces_the_schedule() -> None:
     e = CronEntry(name="e", task="noop", schedule="*/2 * * * *", schedule_env="MY_CRON")
     assert cron.effective(e, {"MY_CRON": "0 3 * * *"}).schedule == "0 3 * * *"
     assert cron.effective(e, {}).schedule == "*/2 * * * *"
-    cfg = config.from_dict({"cron": [{"name": "e", "task": "noop", "schedule": "*/2 * * * *",
+    cfg = config.from_dict({**NO_BUILTINS, "cron": [{"name": "e", "task": "noop", "schedule": "*/2 * * * *",
                                       "schedule_env": "MY_CRON"}]})
     assert [x.schedule for x in cron.entries(cfg, {"MY_CRON": "*/7 * * * *"})] == ["*/7 * * * *"]
 
@@ -160,7 +160,7 @@ def test_config_entries_override_builtins_and_duplicates_are_errors(monkeypatch:
     mod.cron_entries = lambda cfg: [CronEntry(name="builtin", task="noop", schedule="*/2 * * * *")]  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fake_provider", mod)
     monkeypatch.setattr(cron, "PROVIDERS", ["fake_provider:cron_entries", "not_installed_mod:cron_entries"])
-    cfg = config.from_dict({"cron": [{"name": "builtin", "task": "noop", "schedule": "*/5 * * * *"}]})
+    cfg = config.from_dict({**NO_BUILTINS, "cron": [{"name": "builtin", "task": "noop", "schedule": "*/5 * * * *"}]})
     assert [(e.name, e.schedule) for e in cron.entries(cfg)] == [("builtin", "*/5 * * * *")]
     cfg = config.from_dict({"cron": [{"name": "x", "task": "noop", "schedule": "* * * * *"},
                                      {"name": "x", "task": "noop", "schedule": "* * * * *"}]})

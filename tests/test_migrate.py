@@ -104,13 +104,13 @@ def test_schedules_table(source: str) -> None:
     verify(report, START)
     got = by_name(report)
     assert report.all_equivalent
-    assert list(got) == ["refresh_trace_summaries", "expire_packages", "sync_inventory", "nightly_rollup",
+    assert list(got) == ["refresh_trace_summaries", "trigger:expire_packages", "sync_inventory", "nightly_rollup",
                          "weekly_digest"]
     ts = got["refresh_trace_summaries"].entry
     assert (ts.schedule, ts.queue, ts.max_attempts, ts.unique_for, ts.schedule_env) == (
         "*/2 * * * *", "maintenance", 3, 180.0, "TRACE_SUMMARIES_REFRESH_CRON")
     assert "overrides the built-in" in got["refresh_trace_summaries"].notes[0]
-    exp = got["expire_packages"].entry
+    exp = got["trigger:expire_packages"].entry
     assert (exp.schedule, exp.task, exp.args, exp.queue) == ("0 * * * *", "ashjobs.trigger.schedule",
                                                             {"trigger": "expire_packages"}, "onboarding")
     inv = got["sync_inventory"].entry

@@ -28,7 +28,7 @@ def test_json_report(tmp_path: Path) -> None:
                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert [e["name"] for e in doc["entries"]][:2] == ["refresh_trace_summaries", "expire_packages"]
+    assert [e["name"] for e in doc["entries"]][:2] == ["refresh_trace_summaries", "trigger:expire_packages"]
     assert all({"name", "schedule", "timezone", "equivalent"} <= set(e) and e["equivalent"] for e in doc["entries"])
     assert doc["skipped"] == [
         {"line": "row 6 (job_key=bad_row)", "reason": "cron: '0 25 * * *': bad hour"},

@@ -27,7 +27,7 @@ BUILTINS: dict[str, dict[str, Any]] = {
     "refresh_trace_summaries": {"name": "refresh_trace_summaries", "task": "ashjobs.trace_summaries.refresh",
                                 "queue": "maintenance", "max_attempts": 3,
                                 "schedule_env": "TRACE_SUMMARIES_REFRESH_CRON"},
-    "expire_packages": {"name": "expire_packages", "task": "ashjobs.trigger.schedule",
+    "expire_packages": {"name": "trigger:expire_packages", "task": "ashjobs.trigger.schedule",
                         "args": {"trigger": "expire_packages"}, "queue": "onboarding", "max_attempts": 1},
 }
 
