@@ -193,7 +193,7 @@ def cron_entries(cfg: Any) -> list[CronEntry]:
     """One cron entry per trigger, firing its scheduler job (a provider of ashjobs.cron)."""
     from ashjobs.cron import CronEntry
 
-    return [CronEntry(name=t.name, task=SCHEDULE_TASK, schedule=t.cfg.schedule,
+    return [CronEntry(name=f"trigger:{t.name}", task=SCHEDULE_TASK, schedule=t.cfg.schedule,
                       timezone=t.cfg.timezone, args={"trigger": t.name}, queue=t.cfg.queue,
                       priority=t.cfg.priority, max_attempts=3, paused=t.cfg.paused,
                       meta={"trigger": t.name})

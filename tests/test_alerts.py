@@ -37,7 +37,7 @@ def _fire_at_slot(svc):
     asyncio.run(loop.tick(svc.clock.now()))  # starts the loop: nothing is due yet
     svc.clock.set(SLOT)
     fired = {name: (slot, job) for name, slot, job in asyncio.run(loop.tick())}
-    slot, sched = fired["auto_escalate"]
+    slot, sched = fired["trigger:auto_escalate"]
     assert slot == SLOT and sched is not None
     assert sql.get(svc.store.conn, sched).meta["slot"] == iso(SLOT)
     run_jobs(svc, [sched])

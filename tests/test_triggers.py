@@ -176,7 +176,7 @@ def test_scheduler_task_runs_through_the_executor(tmp_path):
         add_widgets(svc, [6, 7, 0])
         with svc.store.tx() as conn:
             sched, _, _ = sql.insert(conn, sql.NewJob(task=triggers.SCHEDULE_TASK, args={"trigger": "finish_high"},
-                                                      meta={"cron": "finish_high"}), svc.clock.now())
+                                                      meta={"cron": "trigger:finish_high"}), svc.clock.now())
         assert run_jobs(svc, [sched]) == {sched: "completed"}
         workers = [j for j in sql.list_jobs(svc.store.conn, task=triggers.WORK_TASK)]
         assert len(workers) == 2 and all(j.meta["scheduler_job"] == sched for j in workers)
@@ -228,11 +228,11 @@ def test_cron_entries_one_scheduler_entry_per_trigger(tmp_path):
     cfg = config.from_dict({"trigger": [trig(schedule="*/2 * * * *", timezone="Europe/Berlin")]},
                            data_dir=str(tmp_path))
     entries = {e.name: e for e in triggers.cron_entries(cfg)}
-    e = entries["finish_high"]
+    e = entries["trigger:finish_high"]
     assert (e.task, e.args, e.schedule, e.timezone) == (triggers.SCHEDULE_TASK, {"trigger": "finish_high"},
                                                         "*/2 * * * *", "Europe/Berlin")
-    assert entries["auto_escalate"].schedule == "*/5 * * * *"
-    assert entries["expire_packages"].schedule == "0 * * * *"
+    assert entries["trigger:auto_escalate"].schedule == "*/5 * * * *"
+    assert entries["trigger:expire_packages"].schedule == "0 * * * *"
 
 
 @widget.action("restock")

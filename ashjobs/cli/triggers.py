@@ -28,7 +28,7 @@ def _next_fire(t: Any, now: float) -> float | None:
         return None
     if t.cfg.paused:
         return None
-    entry = CronEntry(name=t.name, task="ashjobs.trigger.schedule", schedule=t.cfg.schedule,
+    entry = CronEntry(name=f"trigger:{t.name}", task="ashjobs.trigger.schedule", schedule=t.cfg.schedule,
                            timezone=t.cfg.timezone)
     return next_fire(entry, now)
 
