@@ -256,30 +256,40 @@ def run_scheduler(write: Callable[[Callable[[sqlite3.Connection], Any]], Any], t
     if trig.cfg.paused:
         fire.outcome = "paused"
     else:
-        after = 0
-        while True:
-            limit = page_size
-            if trig.cfg.record_limit is not None:
-                limit = min(limit, trig.cfg.record_limit - fire.matched)
-                if limit <= 0:
-                    break
-            page: Page = write(functools.partial(_page, trig=trig, now=now, after_id=after, limit=limit,
-                                                 scheduler_job=scheduler_job, collect_ids=collect_ids))
-            fire.matched += page.found
-            fire.enqueued += page.enqueued
-            fire.job_ids += page.job_ids
-            if page.found < limit:
-                break
-            after = page.last_id
-    write(lambda conn: _record_fire(conn, fire))
+        try:
+            _pages(write, trig, now, fire, scheduler_job, collect_ids, page_size)
+        except Exception as e:  # recorded for `triggers list`, then the job fails and retries as usual
+            fire.outcome = "error"
+            write(functools.partial(_record_fire, fire=fire, error=f"{type(e).__name__}: {e}"))
+            raise
+    write(functools.partial(_record_fire, fire=fire))
     return fire
 
 
-def _record_fire(conn: sqlite3.Connection, fire: Fire) -> None:
+def _pages(write: Callable[[Callable[[sqlite3.Connection], Any]], Any], trig: Trigger, now: float, fire: Fire,
+           scheduler_job: int | None, collect_ids: bool, page_size: int) -> None:
+    after = 0
+    while True:
+        limit = page_size
+        if trig.cfg.record_limit is not None:
+            limit = min(limit, trig.cfg.record_limit - fire.matched)
+            if limit <= 0:
+                return
+        page: Page = write(functools.partial(_page, trig=trig, now=now, after_id=after, limit=limit,
+                                             scheduler_job=scheduler_job, collect_ids=collect_ids))
+        fire.matched += page.found
+        fire.enqueued += page.enqueued
+        fire.job_ids += page.job_ids
+        if page.found < limit:
+            return
+        after = page.last_id
+
+
+def _record_fire(conn: sqlite3.Connection, fire: Fire, error: str | None = None) -> None:
     from ashjobs.store import resources as sql
 
     sql.record_fire(conn, fire.trigger, at=fire.at, matched=fire.matched, enqueued=fire.enqueued,
-                    outcome=fire.outcome)
+                    outcome=fire.outcome, error=error)
 
 
 def _services(ctx: JobContext) -> Any:

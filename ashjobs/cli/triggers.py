@@ -30,7 +30,8 @@ def _next_fire(t: Any, now: float) -> float | None:
         return None
     entry = CronEntry(name=f"trigger:{t.name}", task="ashjobs.trigger.schedule", schedule=t.cfg.schedule,
                            timezone=t.cfg.timezone)
-    return next_fire(entry, now)
+    at = next_fire(entry, now)
+    return at if at != float("inf") else None  # @reboot or a schedule that never fires again
 
 
 def _rows(env: Env) -> list[dict[str, Any]]:
@@ -55,7 +56,8 @@ def _rows(env: Env) -> list[dict[str, Any]]:
             "name": name, "resource": t.resource.name, "action": t.cfg.action, "schedule": t.cfg.schedule,
             "timezone": t.cfg.timezone, "queue": t.cfg.queue, "paused": t.cfg.paused,
             "next_fire": iso(_next_fire(t, now)), "last_fire": iso(s.get("last_fire_at")),
-            "last_outcome": s.get("last_outcome"), "last_matched": s.get("last_matched"),
+            "last_outcome": s.get("last_outcome"), "last_error": s.get("last_error"),
+            "last_matched": s.get("last_matched"),
             "last_enqueued": s.get("last_enqueued"),
             "workers": {"completed": s.get("workers_completed", 0), "cancelled": s.get("workers_cancelled", 0),
                         "discarded": s.get("workers_discarded", 0), "last": s.get("last_worker_outcome")},
