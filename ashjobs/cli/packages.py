@@ -68,7 +68,8 @@ def list_(env: Env, limit: int, as_json: bool) -> None:
 
     rows: list[dict[str, Any]] = []
     if env.cfg.db_path.exists():
-        with env.store(create=False) as store, store.tx() as conn:
+        with env.store(create=False) as store:
+            conn = store.conn  # a read: no write lock, so a busy daemon is not held up
             rows = [app.to_dict(r) for r in app.list_packages(conn, limit=limit)]
     if as_json:
         emit_json(rows)
