@@ -163,7 +163,23 @@ def compile_trigger(tc: TriggerConfig) -> Trigger:
         if action and action not in res.actions:
             raise ConfigError(f"trigger {tc.name!r}: {key}: resource {res.name!r} has no action {action!r} "
                               f"(known: {', '.join(sorted(res.actions)) or 'none'})")
+    problem = _schedule_problem(tc)
+    if problem:
+        raise ConfigError(f"trigger {tc.name!r}: {problem}")
     return Trigger(tc, res, parse(tc.where, res.columns, trigger=tc.name))
+
+
+def _schedule_problem(tc: TriggerConfig) -> str | None:
+    """The schedule and time zone, checked by the cron module's rules (named after the trigger)."""
+    try:
+        from ashjobs.cron import schedule_problem, zone_problem
+    except ImportError:  # a copy without cron: nothing fires triggers anyway
+        return None
+    problem = schedule_problem(tc.schedule)
+    if problem:
+        return f"schedule: {problem}"
+    problem = zone_problem(tc.timezone)
+    return f"timezone: {problem}" if problem else None
 
 
 _cache: dict[int, tuple[Any, dict[str, Trigger]]] = {}
@@ -175,6 +191,8 @@ def load(cfg: Any) -> dict[str, Trigger]:
     if hit is not None and hit[0] is cfg:
         return hit[1]
     out = {tc.name: compile_trigger(tc) for tc in configs(cfg)}
+    if len(_cache) > 16:  # a daemon has one config; tests and tools make many
+        _cache.clear()
     _cache[id(cfg)] = (cfg, out)
     return out
 

@@ -209,6 +209,8 @@ def test_builtins_can_be_turned_off(tmp_path):
     ({"name": "x", "resource": "widget", "action": "fly"}, "trigger 'x': action: resource 'widget' has no action 'fly'"),
     ({"name": "x", "resource": "widget", "action": "finish", "on_error": "cry"}, "trigger 'x': on_error: "),
     ({"name": "x", "action": "finish"}, "trigger 'x': resource: required"),
+    ({"name": "x", "resource": "widget", "action": "finish", "schedule": "61 * * * *"}, "trigger 'x': schedule: "),
+    ({"name": "x", "resource": "widget", "action": "finish", "timezone": "Mars/Base"}, "trigger 'x': timezone: "),
 ])
 def test_config_errors_name_the_trigger_and_key(tmp_path, entry, message):
     cfg = config.from_dict({"trigger": [entry]}, data_dir=str(tmp_path))
