@@ -83,13 +83,19 @@ class Client:
         self.cfg = cfg
         self.clock = clock
         self.store = Store.from_config(cfg)
+        self._data_dir = str(cfg.data_dir)
         tasks.load(cfg)
 
     def enqueue(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> EnqueueResult:
         """Insert one job in its own durable transaction. Options: queue, priority, max_attempts, delay
         ("30s"), scheduled_at (Unix seconds or datetime), unique_for ("5m"), unique, partition, domain,
         meta, actor, timeout."""
-        return self.enqueue_many([(task, args, options)])[0]
+        now = self.clock.now()
+        new = self._build((task, args, options), now)
+        with self.store.tx() as conn:
+            result = EnqueueResult(*sql.insert(conn, new, now))
+        presence.wake(self._data_dir)
+        return result
 
     def enqueue_many(self, items: Iterable[tuple[str, dict[str, Any] | None] |
                                            tuple[str, dict[str, Any] | None, dict[str, Any]]]) -> list[EnqueueResult]:
@@ -98,7 +104,7 @@ class Client:
         new = [self._build(item, now) for item in items]
         with self.store.tx() as conn:
             rows = sql.insert_many(conn, new, now)
-        presence.wake(self.cfg.data_dir)
+        presence.wake(self._data_dir)
         return [EnqueueResult(*r) for r in rows]
 
     def _build(self, item: Sequence[Any], now: float) -> sql.NewJob:

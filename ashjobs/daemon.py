@@ -19,6 +19,7 @@ from ashjobs.services import Services
 # name → "module:Class". Each is built as Class(svc) when `wanted` says this node needs it.
 COMPONENTS: dict[str, str] = {
     "executor": "ashjobs.executor:LocalExecutor",
+    "pruner": "ashjobs.pruner:Pruner",
     "cron": "ashjobs.cron_loop:CronLoop",
     "cluster": "ashjobs.cluster.node:ClusterNode",
     "metrics": "ashjobs.metrics:MetricsServer",
@@ -28,7 +29,7 @@ COMPONENTS: dict[str, str] = {
 
 def wanted(name: str, cfg: Config) -> bool:
     roles = cfg.node.roles
-    if name in ("executor", "cron"):
+    if name in ("executor", "cron", "pruner"):
         return "scheduler" in roles
     if name == "metrics":
         return bool(getattr(cfg.section("metrics"), "listen", "")) if "metrics" in _known_sections() else False

@@ -213,6 +213,8 @@ class LocalExecutor:
     async def drain(self, grace: float) -> None:
         """Stop claiming; let running jobs finish within `grace`; hand the rest back without burning attempts."""
         self.claiming = False
+        if self._cycles:  # a cycle in flight may still claim: its jobs must be running (or handed back) too
+            await asyncio.wait(list(self._cycles))
         deadline = time.monotonic() + grace
         while self.running and time.monotonic() < deadline:
             await asyncio.wait([r.handle for r in self.running.values()], timeout=deadline - time.monotonic())
@@ -223,6 +225,8 @@ class LocalExecutor:
         handles = [r.handle for r in self.running.values()]
         if handles:
             await asyncio.wait(handles, timeout=2.0)
+        if self._cycles:
+            await asyncio.wait(list(self._cycles))
         results, self.results = self.results, []
         now = self.svc.clock.now()
 

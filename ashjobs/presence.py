@@ -8,6 +8,7 @@ to the daemon's abstract unix socket after they commit, so it picks new jobs up 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import socket
@@ -18,6 +19,7 @@ from ashjobs.errors import AshError
 LOCK_NAME = "ashjobs.lock"
 
 
+@functools.lru_cache(maxsize=64)
 def wake_address(data_dir: Path | str) -> bytes:
     # Abstract namespace: no file to clean up after kill -9, no path-length limit.
     digest = hashlib.sha1(str(Path(data_dir).resolve()).encode()).hexdigest()[:20]
@@ -27,12 +29,18 @@ def wake_address(data_dir: Path | str) -> bytes:
 def wake(data_dir: Path | str, what: bytes = b"jobs") -> bool:
     """Tell a running daemon that something changed. Best effort: False when no daemon listens."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.setblocking(False)
-            s.sendto(what, wake_address(data_dir))
+        _sender().sendto(what, wake_address(data_dir))
         return True
     except OSError:
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def _sender() -> socket.socket:
+    # One unbound datagram socket per process: enqueue loops must not pay a socket() per job.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    return s
 
 
 def daemon_pid(data_dir: Path | str) -> int | None:

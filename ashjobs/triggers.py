@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 SCHEDULE_TASK = "ashjobs.trigger.schedule"
 WORK_TASK = "ashjobs.trigger.work"
+ACTION_TASK = "ashjobs.resource.action"  # a scheduled action: [[cron]] task = this, args = {resource, action}
 NO_LONGER_APPLIES = "trigger_no_longer_applies"
 PAGE_SIZE = 2000
 
@@ -162,7 +163,23 @@ def compile_trigger(tc: TriggerConfig) -> Trigger:
         if action and action not in res.actions:
             raise ConfigError(f"trigger {tc.name!r}: {key}: resource {res.name!r} has no action {action!r} "
                               f"(known: {', '.join(sorted(res.actions)) or 'none'})")
+    problem = _schedule_problem(tc)
+    if problem:
+        raise ConfigError(f"trigger {tc.name!r}: {problem}")
     return Trigger(tc, res, parse(tc.where, res.columns, trigger=tc.name))
+
+
+def _schedule_problem(tc: TriggerConfig) -> str | None:
+    """The schedule and time zone, checked by the cron module's rules (named after the trigger)."""
+    try:
+        from ashjobs.cron import schedule_problem, zone_problem
+    except ImportError:  # a copy without cron: nothing fires triggers anyway
+        return None
+    problem = schedule_problem(tc.schedule)
+    if problem:
+        return f"schedule: {problem}"
+    problem = zone_problem(tc.timezone)
+    return f"timezone: {problem}" if problem else None
 
 
 _cache: dict[int, tuple[Any, dict[str, Trigger]]] = {}
@@ -174,6 +191,8 @@ def load(cfg: Any) -> dict[str, Trigger]:
     if hit is not None and hit[0] is cfg:
         return hit[1]
     out = {tc.name: compile_trigger(tc) for tc in configs(cfg)}
+    if len(_cache) > 16:  # a daemon has one config; tests and tools make many
+        _cache.clear()
     _cache[id(cfg)] = (cfg, out)
     return out
 
@@ -255,30 +274,40 @@ def run_scheduler(write: Callable[[Callable[[sqlite3.Connection], Any]], Any], t
     if trig.cfg.paused:
         fire.outcome = "paused"
     else:
-        after = 0
-        while True:
-            limit = page_size
-            if trig.cfg.record_limit is not None:
-                limit = min(limit, trig.cfg.record_limit - fire.matched)
-                if limit <= 0:
-                    break
-            page: Page = write(functools.partial(_page, trig=trig, now=now, after_id=after, limit=limit,
-                                                 scheduler_job=scheduler_job, collect_ids=collect_ids))
-            fire.matched += page.found
-            fire.enqueued += page.enqueued
-            fire.job_ids += page.job_ids
-            if page.found < limit:
-                break
-            after = page.last_id
-    write(lambda conn: _record_fire(conn, fire))
+        try:
+            _pages(write, trig, now, fire, scheduler_job, collect_ids, page_size)
+        except Exception as e:  # recorded for `triggers list`, then the job fails and retries as usual
+            fire.outcome = "error"
+            write(functools.partial(_record_fire, fire=fire, error=f"{type(e).__name__}: {e}"))
+            raise
+    write(functools.partial(_record_fire, fire=fire))
     return fire
 
 
-def _record_fire(conn: sqlite3.Connection, fire: Fire) -> None:
+def _pages(write: Callable[[Callable[[sqlite3.Connection], Any]], Any], trig: Trigger, now: float, fire: Fire,
+           scheduler_job: int | None, collect_ids: bool, page_size: int) -> None:
+    after = 0
+    while True:
+        limit = page_size
+        if trig.cfg.record_limit is not None:
+            limit = min(limit, trig.cfg.record_limit - fire.matched)
+            if limit <= 0:
+                return
+        page: Page = write(functools.partial(_page, trig=trig, now=now, after_id=after, limit=limit,
+                                             scheduler_job=scheduler_job, collect_ids=collect_ids))
+        fire.matched += page.found
+        fire.enqueued += page.enqueued
+        fire.job_ids += page.job_ids
+        if page.found < limit:
+            return
+        after = page.last_id
+
+
+def _record_fire(conn: sqlite3.Connection, fire: Fire, error: str | None = None) -> None:
     from ashjobs.store import resources as sql
 
     sql.record_fire(conn, fire.trigger, at=fire.at, matched=fire.matched, enqueued=fire.enqueued,
-                    outcome=fire.outcome)
+                    outcome=fire.outcome, error=error)
 
 
 def _services(ctx: JobContext) -> Any:
@@ -362,3 +391,22 @@ def matching_count(conn: sqlite3.Connection, trig: Trigger, now: float) -> int:
         return 0
     where_sql, params = trig.where_sql(now)
     return sql.count(conn, trig.resource, where_sql, params)
+
+
+# Scheduled actions: a [[cron]] entry running a resource's record-less action, e.g.
+#   [[cron]]
+#   name = "nightly_sweep"
+#   schedule = "0 3 * * *"
+#   task = "ashjobs.resource.action"
+#   args = { resource = "alert", action = "sweep", args = { older_than = "30d" } }
+
+@task(ACTION_TASK, context=True, max_attempts=3)
+async def resource_action(ctx: JobContext, resource: str, action: str, args: dict[str, Any] | None = None) -> Any:
+    """Run `action` of `resource` with no record, in one write transaction, as the job's actor."""
+    from ashjobs import resources
+
+    svc = _services(ctx)
+    res = resources.get(resource)
+    actor = ctx.actor or "system:scheduler"
+    return await svc.write(lambda conn: res.run(conn, action, None, now=svc.clock.now(), actor=actor,
+                                                args=args or {}, job_id=ctx.job_id))

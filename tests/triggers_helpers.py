@@ -40,7 +40,9 @@ def states(svc: Services, ids: list[int]) -> dict[int, str]:
 
 
 def run_jobs(svc: Services, ids: list[int], timeout: float = 20.0) -> dict[int, str]:
-    """Run the local executor (claiming every configured queue) until every job in `ids` is finished."""
+    """Run the local executor (claiming every configured queue) until every job in `ids` is finished.
+    Then stop claiming and wait for the cycles in flight and the jobs they started before draining, so no
+    job claimed by a last cycle is left executing without a runner."""
 
     async def main() -> dict[int, str]:
         ex = LocalExecutor(svc)
@@ -49,6 +51,13 @@ def run_jobs(svc: Services, ids: list[int], timeout: float = 20.0) -> dict[int, 
             async with asyncio.timeout(timeout):
                 while not all(s in FINISHED for s in states(svc, ids).values()):
                     await asyncio.sleep(0.01)
+                ex.claiming = False
+                while ex._cycles or ex.running or ex.results:
+                    ex.wake()
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            detail = {i: (sql.get(svc.store.conn, i), sql.attempts(svc.store.conn, i)) for i in ids}
+            raise AssertionError(f"jobs not finished after {timeout}s: {detail}") from None
         finally:
             await ex.drain(2.0)
             runner.cancel()

@@ -133,6 +133,8 @@ def list_alerts(conn: sqlite3.Connection, *, status: str | None = None, limit: i
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"--status: expected one of {', '.join(STATUSES)}, got {status!r}")
+    if not sql.exists(conn, alert):  # no alert was ever raised: nothing to create just to read
+        return []
     if status is None:
         return sql.select(conn, alert, limit=limit)
     return sql.select(conn, alert, "status = ?", [status], limit=limit)

@@ -127,6 +127,8 @@ def verify(conn: sqlite3.Connection, token: str, now: float) -> Verdict:
 def list_packages(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
     from ashjobs.store import resources as sql
 
+    if not sql.exists(conn, edge_package):
+        return []
     return sql.select(conn, edge_package, limit=limit)
 
 
