@@ -14,6 +14,7 @@ from ashjobs.queue import STATES
 SECTIONS: dict[str, str] = {
     "trace_summaries": "ashjobs.apps.trace_summaries:last_hour",
     "peers": "ashjobs.store.peers:summary",
+    "cluster": "ashjobs.store.peers:cluster_counters",
 }
 
 
