@@ -11,7 +11,9 @@ from conftest import Cli, Daemon, write_config
 def test_triggers_run_wait_is_served_by_the_running_daemon(tmp_path: Path, data_dir: Path,
                                                            daemons: list[Daemon]) -> None:
     cli = Cli(data_dir, write_config(tmp_path / "ashjobs.toml",
-                                     '[node]\nname = "solo"\n[queues]\ndefault = 4\nalerts = 2\n'))
+                                     '[node]\nname = "solo"\n[queues]\ndefault = 4\nalerts = 2\n'
+                                     # the built-in */5 slot must not escalate the alert before our run does
+                                     '[[trigger]]\nname = "auto_escalate"\nschedule = "0 0 1 1 *"\n'))
     d = Daemon(cli)
     daemons.append(d)
     d.start()

@@ -39,14 +39,12 @@ def init(env: Env, path: str | None) -> None:
 
 
 def _ensure_secret(env: Env) -> str | None:
-    try:
-        from ashjobs.cluster import secret as cluster_secret
-    except ModuleNotFoundError:
-        return None
-    path = cluster_secret.secret_path(env.cfg)
+    from ashjobs.cluster.secret import create_secret, secret_path
+
+    path = secret_path(env.cfg)
     if path.exists():
         return f"cluster secret: {path} (kept)"
-    cluster_secret.create_secret(path)
+    create_secret(path)
     return f"created cluster secret {path} (mode 0600); copy it to every node of this cluster"
 
 
