@@ -257,12 +257,13 @@ async def run_task(row: Any, node: str, services: Any, result: sql.Result) -> No
         meta = row["meta"]
         call_args = (tasks.JobContext(row["id"], row["attempt"], row["max_attempts"], row["task"], row["queue"],
                                       node, row["actor"], meta if isinstance(meta, dict) else _loads(meta), services),)
+    deadline: asyncio.Timeout | None = None
     try:
-        async with asyncio.timeout(timeout) as deadline:
-            if task.is_async:
-                await task.fn(*call_args, **args)
-            else:
-                await asyncio.to_thread(task.fn, *call_args, **args)
+        if timeout is None:  # the common case skips the timeout machinery
+            await _call(task, call_args, args)
+        else:
+            async with asyncio.timeout(timeout) as deadline:
+                await _call(task, call_args, args)
     except tasks.Snooze as s:
         result.outcome, result.snooze = None, s.seconds
     except tasks.Cancel as c:
@@ -270,7 +271,7 @@ async def run_task(row: Any, node: str, services: Any, result: sql.Result) -> No
     except tasks.Discard as d:
         result.outcome, result.error, result.discard = "failure", d.reason, True
     except TimeoutError as e:
-        if deadline.expired():
+        if deadline is not None and deadline.expired():
             result.outcome, result.error = "timeout", f"timed out after {timeout:g}s"
         else:
             result.outcome, result.error = "failure", _describe(e)
@@ -280,6 +281,13 @@ async def run_task(row: Any, node: str, services: Any, result: sql.Result) -> No
         result.outcome, result.error = "failure", _describe(e)
     if result.outcome == "failure" and task.backoff is not None and not result.discard:
         result.backoff = task.backoff(row["attempt"])
+
+
+async def _call(task: tasks.Task, call_args: tuple[Any, ...], args: dict[str, Any]) -> None:
+    if task.is_async:
+        await task.fn(*call_args, **args)
+    else:
+        await asyncio.to_thread(task.fn, *call_args, **args)
 
 
 def _loads(text: str) -> Any:
