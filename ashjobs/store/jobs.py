@@ -8,18 +8,22 @@ import json
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
 from ashjobs import queue as rules
 from ashjobs.clock import iso
 from ashjobs.queue import Outcome, State
 
-# One encoder built once: json.dumps with options builds a new one per call, which dominates bulk inserts.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+# One C encoder built once: json.dumps (and JSONEncoder.encode) build a new one per call, which dominates
+# bulk inserts. The shared markers dict still catches circular structures.
+_encode = c_make_encoder({}, str, encode_basestring_ascii, None, ":", ",", False, False, True)
 
 
 def dumps(value: Any) -> str:
-    return _encode(value) if value else "{}" if isinstance(value, dict) else _encode(value)
+    if not value and isinstance(value, dict):
+        return "{}"
+    return "".join(_encode(value, 0))
 
 
 @dataclass
@@ -126,11 +130,27 @@ def insert(conn: sqlite3.Connection, job: NewJob, now: float) -> tuple[int, Stat
     return existing[0], existing[1], True
 
 
+# Most bulk inserts set only these columns; binding 8 parameters instead of 15 nearly doubles the rate.
+_INSERT_LEAN = ("INSERT INTO jobs (state, queue, task, args, priority, max_attempts, scheduled_at, inserted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _is_lean(j: NewJob) -> bool:
+    return (not j.meta and j.partition is None and j.domain is None and j.actor is None and j.timeout is None
+            and j.unique is None)
+
+
 def insert_many(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[tuple[int, State, bool]]:
+    """Insert jobs in the caller's transaction; ids are contiguous (one writer holds the lock)."""
     if any(j.unique for j in jobs):
         return [insert(conn, j, now) for j in jobs]
-    sql = _INSERT.replace("RETURNING id, state", "")
-    conn.executemany(sql, [_insert_params(j, now) for j in jobs])
+    if all(_is_lean(j) for j in jobs):
+        conn.executemany(_INSERT_LEAN, [
+            ("available" if j.scheduled_at is None or j.scheduled_at <= now else "scheduled", j.queue, j.task,
+             dumps(j.args), j.priority, j.max_attempts, now if j.scheduled_at is None else j.scheduled_at, now)
+            for j in jobs])
+    else:
+        conn.executemany(_INSERT.replace("RETURNING id, state", ""), [_insert_params(j, now) for j in jobs])
     last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     first = last - len(jobs) + 1
     return [(first + i, "available" if (j.scheduled_at or 0) <= now else "scheduled", False)
