@@ -316,24 +316,25 @@ def finish(conn: sqlite3.Connection, results: Iterable[Result], now: float,
 
 
 def _complete_many(conn: sqlite3.Connection, results: list[Result], now: float) -> list[Result]:
-    """The common case in bulk: successful attempts, each fenced by its token. Attempts are written first
-    (only for rows still leased to the reporter); if any result is stale, redo those rows one by one."""
-    params = [(r.node, r.started_at, now, now - r.started_at, r.job_id, r.token) for r in results]
-    conn.executemany(
+    """The common case in bulk: successful attempts, each fenced by its token, in two statements whatever
+    the batch size. An attempt row is written only for a job still executing under the reported token;
+    the jobs that got one are then completed. Returns the stale results (they got none)."""
+    batch = json.dumps([[r.job_id, r.token, r.node, r.started_at] for r in results])
+    before = conn.execute("SELECT coalesce(max(id), 0) FROM attempts").fetchone()[0]
+    conn.execute(
         "INSERT INTO attempts (job_id, attempt, task, queue, node, started_at, finished_at, outcome, duration) "
-        "SELECT id, attempt, task, queue, ?1, ?2, ?3, 'success', max(?4, 0) FROM jobs "
-        "WHERE id = ?5 AND state = 'executing' AND lease_token = ?6", params)
-    cur = conn.executemany(
+        "SELECT j.id, j.attempt, j.task, j.queue, json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'), "
+        "?1, 'success', max(?1 - json_extract(r.value, '$[3]'), 0) FROM json_each(?2) AS r CROSS "
+        "JOIN jobs AS j ON j.id = json_extract(r.value, '$[0]') AND j.state = 'executing' "
+        "AND j.lease_token = json_extract(r.value, '$[1]')", (now, batch))
+    done = conn.execute(
         "UPDATE jobs SET state = 'completed', completed_at = ?, lease_owner = NULL, lease_token = NULL, "
-        f"lease_expires_at = NULL, {_unique_after('completed')} WHERE id = ? AND state = 'executing' "
-        "AND lease_token = ?", [(now, r.job_id, r.token) for r in results])
-    if cur.rowcount == len(results):
+        f"lease_expires_at = NULL, {_unique_after('completed')} "
+        "WHERE id IN (SELECT job_id FROM attempts WHERE id > ?)", (now, before)).rowcount
+    if done == len(results):
         return []
-    # Some were stale: they matched neither statement, so they are the ids still not completed by us.
-    done = {row[0] for row in conn.execute(
-        f"SELECT job_id FROM attempts WHERE finished_at = ? AND job_id IN ({','.join('?' * len(results))})",
-        [now, *(r.job_id for r in results)])}
-    return [r for r in results if r.job_id not in done]
+    ok = {row[0] for row in conn.execute("SELECT job_id FROM attempts WHERE id > ?", (before,))}
+    return [r for r in results if r.job_id not in ok]
 
 
 def _hooks_for(conn: sqlite3.Connection, done: list[Result], now: float, on_finish: OnFinish) -> None:
