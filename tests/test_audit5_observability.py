@@ -153,3 +153,44 @@ def test_status_watch_refreshes_in_place_and_exits_0_on_sigint(tmp_path: Path) -
             proc.kill()
             proc.wait()
         os.close(primary)
+
+
+def run_on_pty(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, bytes]:
+    """Run a command with a terminal on stdout and stderr; its exit code and everything it drew."""
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary, env=env, cwd=cwd)
+    os.close(secondary)
+    out = b""
+    try:
+        while True:
+            ready, _, _ = select.select([primary], [], [], 30)
+            assert ready, f"no output for 30s; got {out[-2000:]!r}"
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        return proc.wait(30), out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(primary)
+
+
+def test_backup_on_a_terminal_shows_a_progress_bar(tmp_path: Path) -> None:
+    from conftest import Cli
+
+    cli = Cli(tmp_path / "data")
+    cli.data_dir.mkdir()
+    cli.enqueue("noop")
+    env = {**cli.env(), "TERM": "xterm", "COLUMNS": "120"}
+    code, out = run_on_pty([sys.executable, "-m", "ashjobs", "backup", str(tmp_path / "b.db")], env, tmp_path)
+    assert code == 0, out
+    assert "backup → b.db".encode() in out  # the bar's label, drawn on the terminal (then erased)
+    assert b"integrity ok" in out
+    # Not on a pipe: the output stays one clean line there.
+    piped = cli.run("backup", str(tmp_path / "c.db"))
+    assert "backup →" not in piped.stderr and "integrity ok" in piped.stdout
