@@ -216,7 +216,8 @@ def test_built_zipapp_runs_outside_any_venv(tmp_path: Path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         status = json.loads(ashjobs("--config", str(site), "--data-dir", str(data), "status", "--json").stdout)
-        assert status["daemon_running"] is True and status["jobs"]["completed"] == 1
+        # >= 1: a built-in */5 trigger slot may also have run a job meanwhile.
+        assert status["daemon_running"] is True and status["jobs"]["completed"] >= 1
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(30) == 0
