@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ashjobs import tasks
+from ashjobs import logs, tasks
 from ashjobs.services import Services
 from ashjobs.store import jobs as sql
 
@@ -302,14 +302,7 @@ def _describe(e: BaseException) -> str:
 
 
 def _log_outcome(svc: Services, r: sql.Result, running: Running | None) -> None:
-    if not svc.log.isEnabledFor(20):
-        return
-    task = running.task if running else "?"
-    attempt = running.attempt if running else 0
-    outcome = "snoozed" if r.snooze is not None else r.outcome
-    svc.log.info("job %s %s", r.job_id, outcome, extra={
-        "job_id": r.job_id, "task": task, "attempt": attempt, "node": r.node, "outcome": outcome,
-        "duration": round(r.duration, 6), "error": r.error})
+    logs.job_outcome(svc.log, r, running.task if running else "?", running.attempt if running else 0)
 
 
 def run_until_done(cfg: Any, job_ids: list[int], timeout: float) -> dict[int, str]:

@@ -485,6 +485,15 @@ def states_of(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[s
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
+def leased_attempts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[str, int, int]]:
+    """(task, attempt, lease token) of those of `ids` that are executing: what a result's log line names."""
+    if not ids:
+        return {}
+    rows = conn.execute("SELECT id, task, attempt, lease_token FROM jobs WHERE state = 'executing' "
+                        "AND id IN (SELECT value FROM json_each(?))", (dumps(list(ids)),))
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
 def attempts(conn: sqlite3.Connection, job_id: int) -> list[dict[str, Any]]:
     rows = conn.execute("SELECT attempt, node, outcome, error, started_at, finished_at, duration FROM attempts "
                         "WHERE job_id = ? ORDER BY id", (job_id,))
