@@ -346,7 +346,7 @@ def entries(cfg: Config, environ: Mapping[str, str] | None = None) -> list[CronE
                                   f"and {module})")
             problem = entry.validate()
             if problem:
-                raise ConfigError(f"{where}: cron[{entry.name!r}] (built-in, {module}).{problem}")
+                raise ConfigError(f"{where}: cron[{entry.name!r}] (built-in, {module}): {problem}")
             merged[entry.name], origin[entry.name] = entry, module
     own: set[str] = set()
     for entry in cfg.section("cron"):

@@ -190,7 +190,15 @@ def load(cfg: Any) -> dict[str, Trigger]:
     hit = _cache.get(id(cfg))
     if hit is not None and hit[0] is cfg:
         return hit[1]
-    out = {tc.name: compile_trigger(tc) for tc in configs(cfg)}
+    own = {t.name for t in cfg.section("trigger")}
+    out = {}
+    for tc in configs(cfg):
+        try:
+            out[tc.name] = compile_trigger(tc)
+        except ConfigError as e:
+            if tc.name not in own:
+                raise
+            raise ConfigError(f"{cfg._where()}: {e}") from None  # a [[trigger]] table: name the file
     if len(_cache) > 16:  # a daemon has one config; tests and tools make many
         _cache.clear()
     _cache[id(cfg)] = (cfg, out)
