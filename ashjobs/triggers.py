@@ -298,7 +298,9 @@ def _pages(write: Callable[[Callable[[sqlite3.Connection], Any]], Any], trig: Tr
     while True:
         limit = page_size
         if trig.cfg.record_limit is not None:
-            limit = min(limit, trig.cfg.record_limit - fire.matched)
+            # The cap counts jobs this run enqueues, not records seen: records whose worker is still queued
+            # (or, with trigger_once, ever ran) would otherwise fill it every run and starve the rest.
+            limit = min(limit, trig.cfg.record_limit - fire.enqueued)
             if limit <= 0:
                 return
         page: Page = write(functools.partial(_page, trig=trig, now=now, after_id=after, limit=limit,

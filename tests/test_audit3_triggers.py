@@ -1,0 +1,48 @@
+"""Audit fixes: record_limit caps the jobs a run enqueues (records already handled do not starve the rest);
+a turned-off built-in app refuses new records through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_triggers import add_widgets, fire, make, trig, widget
+from triggers_helpers import close, run_jobs
+
+from tests.conftest import Cli
+
+
+def test_record_limit_with_trigger_once_reaches_every_record(tmp_path):
+    # The action leaves the record matching: with trigger_once each record is handled once, ever.
+    svc = make(tmp_path, trig(name="note_high", action="note", where={"level": {"gte": 5}}, trigger_once=True,
+                              record_limit=2))
+    try:
+        ids = add_widgets(svc, [7, 7, 7, 7, 7])
+        done: list[int] = []
+        for expected in (2, 2, 1, 0):
+            run = fire(svc, "note_high", page_size=1)
+            new = [j for j in run.job_ids if j not in done]
+            assert (run.enqueued, len(new)) == (expected, expected)
+            run_jobs(svc, new)
+            done += new
+        assert [widget.get(svc.store.conn, i)["note"] for i in ids] == ["noted"] * 5
+    finally:
+        close(svc)
+
+
+@widget.action("note")
+def _note(call):
+    call.update(note="noted")
+
+
+def test_turned_off_apps_refuse_new_records(data_dir: Path) -> None:
+    path = data_dir.parent / "ashjobs.toml"
+    path.write_text("[apps.alerts]\nenabled = false\n[apps.packages]\nenabled = false\n")
+    cli = Cli(data_dir, path)
+    for args, app in ((("alerts", "raise", "--severity", "critical", "--source", "x"), "alerts"),
+                      (("packages", "issue", "--site", "s"), "packages")):
+        p = cli.run(*args, check=False)
+        assert p.returncode == 2 and p.stdout == ""
+        assert p.stderr.strip() == f"ashjobs: {path}: [apps.{app}] enabled = false: the {app} app is turned off"
+    assert cli.json("alerts", "list") == []
+    path.write_text("")
+    assert cli.run("alerts", "raise", "--severity", "critical", "--source", "x").stdout.strip() == "1"
