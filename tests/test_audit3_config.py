@@ -50,3 +50,14 @@ def test_config_check_accepts_a_good_setup(data_dir: Path) -> None:
     path.write_text(TRIGGER + 'schedule = "*/10 * * * *"\n[[cron]]\nname = "n"\nschedule = "@reboot"\ntask = "noop"\n')
     p = Cli(data_dir, path).run("config", "check")
     assert "[[cron]]" in p.stdout
+
+
+@pytest.mark.parametrize(("line", "expect"), [
+    ("priority = 99", "cron['x'].priority: must be 0..9"),
+    ('queue = ""', "cron['x'].queue: must not be empty"),
+])
+def test_cron_entry_priority_and_queue_are_checked(data_dir: Path, line: str, expect: str) -> None:
+    path = data_dir.parent / "ashjobs.toml"
+    path.write_text(f'[[cron]]\nname = "x"\nschedule = "@hourly"\ntask = "noop"\n{line}\n')
+    p = Cli(data_dir, path).run("config", "check", check=False)
+    assert p.returncode == 2 and p.stderr.strip() == f"ashjobs: {path}: {expect}"
