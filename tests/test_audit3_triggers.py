@@ -46,3 +46,16 @@ def test_turned_off_apps_refuse_new_records(data_dir: Path) -> None:
     assert cli.json("alerts", "list") == []
     path.write_text("")
     assert cli.run("alerts", "raise", "--severity", "critical", "--source", "x").stdout.strip() == "1"
+
+
+def test_triggers_list_shows_the_cron_override_that_fires_the_trigger(data_dir: Path) -> None:
+    # What a migrated schedules table writes for expire_packages: the trigger's cron entry, replaced.
+    path = data_dir.parent / "ashjobs.toml"
+    path.write_text('[[cron]]\nname = "trigger:expire_packages"\nschedule = "15 */2 * * *"\n'
+                    'timezone = "Europe/Berlin"\ntask = "ashjobs.trigger.schedule"\n'
+                    'args = { trigger = "expire_packages" }\n')
+    rows = {r["name"]: r for r in Cli(data_dir, path).json("triggers", "list")}
+    pkg = rows["expire_packages"]
+    assert (pkg["schedule"], pkg["timezone"]) == ("15 */2 * * *", "Europe/Berlin")
+    assert pkg["next_fire"].endswith(":15:00.000Z")  # Berlin is a whole-hour offset from UTC
+    assert rows["auto_escalate"]["schedule"] == "*/5 * * * *"

@@ -21,15 +21,22 @@ def triggers() -> None:
     """
 
 
-def _next_fire(t: Any, now: float) -> float | None:
+def _schedules(env: Env) -> dict[str, Any]:
+    """The cron entry that fires each trigger's scheduler, by trigger name: a `[[cron]]` entry named
+    `trigger:NAME` replaces the trigger's own schedule (that is how a migrated schedules table keeps one)."""
     try:
-        from ashjobs.cron import CronEntry, next_fire
+        from ashjobs import cron
     except ImportError:  # a copy without the cron loop
+        return {}
+    return {e.args["trigger"]: e for e in cron.entries(env.cfg)
+            if e.name.startswith("trigger:") and isinstance(e.args.get("trigger"), str)}
+
+
+def _next_fire(entry: Any, now: float) -> float | None:
+    from ashjobs.cron import next_fire
+
+    if entry is None or entry.paused:
         return None
-    if t.cfg.paused:
-        return None
-    entry = CronEntry(name=f"trigger:{t.name}", task="ashjobs.trigger.schedule", schedule=t.cfg.schedule,
-                           timezone=t.cfg.timezone)
     at = next_fire(entry, now)
     return at if at != float("inf") else None  # @reboot or a schedule that never fires again
 
@@ -41,6 +48,7 @@ def _rows(env: Env) -> list[dict[str, Any]]:
 
     env.load_tasks()  # [app] modules may declare resources and triggers
     loaded = trig.load(env.cfg)
+    schedules = _schedules(env)
     now = SYSTEM.now()
     states: dict[str, dict[str, Any]] = {}
     counts: dict[str, int | None] = {}
@@ -52,10 +60,12 @@ def _rows(env: Env) -> list[dict[str, Any]]:
     out = []
     for name, t in loaded.items():
         s = states.get(name, {})
+        entry = schedules.get(name)
         out.append({
-            "name": name, "resource": t.resource.name, "action": t.cfg.action, "schedule": t.cfg.schedule,
-            "timezone": t.cfg.timezone, "queue": t.cfg.queue, "paused": t.cfg.paused,
-            "next_fire": iso(_next_fire(t, now)), "last_fire": iso(s.get("last_fire_at")),
+            "name": name, "resource": t.resource.name, "action": t.cfg.action,
+            "schedule": entry.schedule if entry else t.cfg.schedule,
+            "timezone": entry.timezone if entry else t.cfg.timezone, "queue": t.cfg.queue,
+            "paused": entry.paused if entry else t.cfg.paused, "next_fire": iso(_next_fire(entry, now)), "last_fire": iso(s.get("last_fire_at")),
             "last_outcome": s.get("last_outcome"), "last_error": s.get("last_error"),
             "last_matched": s.get("last_matched"),
             "last_enqueued": s.get("last_enqueued"),
