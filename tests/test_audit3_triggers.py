@@ -3,6 +3,11 @@ a turned-off built-in app refuses new records through the CLI."""
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from test_triggers import add_widgets, fire, make, trig, widget
@@ -59,3 +64,40 @@ def test_triggers_list_shows_the_cron_override_that_fires_the_trigger(data_dir: 
     assert (pkg["schedule"], pkg["timezone"]) == ("15 */2 * * *", "Europe/Berlin")
     assert pkg["next_fire"].endswith(":15:00.000Z")  # Berlin is a whole-hour offset from UTC
     assert rows["auto_escalate"]["schedule"] == "*/5 * * * *"
+
+
+LOCK_PROBE = '''
+import os
+from ashjobs import presence
+from ashjobs.resources import Resource, Transition
+
+probe = Resource("probe", fields={"note": "text"}, states=["new", "done"], initial="new",
+                 transitions=[Transition("finish", ["new"], "done")])
+
+@probe.action("finish")
+def finish(call):
+    holder = presence.daemon_pid(os.environ["ASHJOBS_DATA_DIR"])
+    call.transition("finish", note=f"lock held by {holder}")
+'''
+
+
+def test_triggers_run_wait_in_the_foreground_holds_the_daemon_lock(data_dir: Path) -> None:
+    # Otherwise a daemon starting meanwhile (same node name) would rescue the running workers from under it.
+    app = data_dir.parent / "app"
+    app.mkdir()
+    (app / "lockprobe.py").write_text(LOCK_PROBE)
+    path = data_dir.parent / "ashjobs.toml"
+    path.write_text('[app]\nmodules = ["lockprobe"]\n[[trigger]]\nname = "p"\nresource = "probe"\n'
+                    'action = "finish"\nwhere = { status = "new" }\n')
+    cli = Cli(data_dir, path)
+    env = cli.env()
+    env["PYTHONPATH"] = f"{app}{os.pathsep}{env['PYTHONPATH']}"
+    seed = ("import lockprobe; from ashjobs import config; from ashjobs.store import Store\n"
+            "with Store.from_config(config.load()).tx() as c: lockprobe.probe.create(c, {}, now=0)\n")
+    subprocess.run([sys.executable, "-c", seed], env=env, check=True, cwd=data_dir.parent)
+    out = json.loads(subprocess.run([sys.executable, "-m", "ashjobs", "triggers", "run", "p", "--wait", "--json"],
+                                    env=env, check=True, capture_output=True, text=True).stdout)
+    assert [j["state"] for j in out["jobs"]] == ["completed"]
+    with sqlite3.connect(data_dir / "ashjobs.db") as conn:
+        [(note,)] = conn.execute("SELECT note FROM res_probe").fetchall()
+    assert note.startswith("lock held by ") and note != "lock held by None", note

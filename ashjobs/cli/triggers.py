@@ -142,12 +142,7 @@ def run(env: Env, name: str, wait: bool, timeout: str, as_json: bool) -> None:
                               "enqueued": fire.enqueued, "job_ids": fire.job_ids}
     failed = False
     if wait and fire.job_ids:
-        if presence.daemon_pid(env.cfg.data_dir) is not None:
-            _wait_for_daemon(env, fire.job_ids, limit)
-        else:
-            from ashjobs.executor import run_until_done
-
-            run_until_done(env.cfg, fire.job_ids, limit)
+        _run_or_wait(env, fire.job_ids, limit)
         result["jobs"] = _outcomes(env, fire.job_ids)
         failed = any(j["state"] not in ("completed", "cancelled") for j in result["jobs"])
     if as_json:
@@ -160,6 +155,26 @@ def run(env: Env, name: str, wait: bool, timeout: str, as_json: bool) -> None:
             click.echo(f"  job {j['id']} record {j['record_id']}: {j['state']}{why}")
     if failed:
         sys.exit(1)
+
+
+def _run_or_wait(env: Env, job_ids: list[int], limit: float) -> None:
+    """No daemon on this data dir: run the jobs here, holding the daemon's lock so that a daemon starting
+    meanwhile cannot rescue them from under us (same node name). Else wait for the daemon to run them."""
+    from ashjobs import presence
+    from ashjobs.errors import AshError
+
+    lock = presence.DaemonLock(env.cfg.data_dir)
+    try:
+        lock.acquire()
+    except AshError:
+        _wait_for_daemon(env, job_ids, limit)
+        return
+    try:
+        from ashjobs.executor import run_until_done
+
+        run_until_done(env.cfg, job_ids, limit)
+    finally:
+        lock.release()
 
 
 def _wait_for_daemon(env: Env, job_ids: list[int], limit: float) -> None:
