@@ -61,3 +61,15 @@ def test_cron_entry_priority_and_queue_are_checked(data_dir: Path, line: str, ex
     path.write_text(f'[[cron]]\nname = "x"\nschedule = "@hourly"\ntask = "noop"\n{line}\n')
     p = Cli(data_dir, path).run("config", "check", check=False)
     assert p.returncode == 2 and p.stderr.strip() == f"ashjobs: {path}: {expect}"
+
+
+@pytest.mark.parametrize(("args", "expect"), [
+    ('{ resource = "alert", action = "sweep" }', "resource 'alert' has no action 'sweep'"),
+    ('{ resource = "nope", action = "x" }', "unknown resource 'nope'"),
+    ('{ action = "x" }', "a scheduled action needs args"),
+])
+def test_scheduled_action_resource_and_action_are_checked(data_dir: Path, args: str, expect: str) -> None:
+    path = data_dir.parent / "ashjobs.toml"
+    path.write_text(f'[[cron]]\nname = "s"\nschedule = "0 3 * * *"\ntask = "ashjobs.resource.action"\nargs = {args}\n')
+    p = Cli(data_dir, path).run("config", "check", check=False)
+    assert p.returncode == 2 and p.stderr.startswith(f"ashjobs: {path}: cron['s'].args: ") and expect in p.stderr

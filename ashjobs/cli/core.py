@@ -82,12 +82,33 @@ def _check_cron(cfg: object) -> None:
     from ashjobs import tasks
     from ashjobs.errors import ConfigError
 
+    where = getattr(cfg, "path", None) or "<config>"
     for entry in cron.entries(cfg):  # type: ignore[arg-type]
         try:
             tasks.get(entry.task)
         except tasks.UnknownTask as e:
-            where = getattr(cfg, "path", None) or "<config>"
             raise ConfigError(f"{where}: cron[{entry.name!r}].task: {e}") from None
+        if entry.task == "ashjobs.resource.action":  # a scheduled action: its resource and action must exist
+            problem = _scheduled_action_problem(entry.args)
+            if problem:
+                raise ConfigError(f"{where}: cron[{entry.name!r}].args: {problem}")
+
+
+def _scheduled_action_problem(args: dict[str, object]) -> str | None:
+    from ashjobs import resources
+    from ashjobs.errors import UsageError
+
+    name, action = args.get("resource"), args.get("action")
+    if not isinstance(name, str) or not isinstance(action, str):
+        return "a scheduled action needs args = { resource = \"...\", action = \"...\" }"
+    try:
+        res = resources.get(name)
+    except UsageError as e:
+        return str(e)
+    if action not in res.actions:
+        return (f"resource {name!r} has no action {action!r} "
+                f"(known: {', '.join(sorted(res.actions)) or 'none'})")
+    return None
 
 
 def _to_toml(data: dict[str, object]) -> str:
