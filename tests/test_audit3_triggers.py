@@ -13,6 +13,9 @@ from pathlib import Path
 from test_triggers import add_widgets, fire, make, trig, widget
 from triggers_helpers import close, run_jobs
 
+from ashjobs import triggers
+from ashjobs.store import jobs as sql
+from ashjobs.store import resources as rsql
 from tests.conftest import Cli
 
 
@@ -101,3 +104,29 @@ def test_triggers_run_wait_in_the_foreground_holds_the_daemon_lock(data_dir: Pat
     with sqlite3.connect(data_dir / "ashjobs.db") as conn:
         [(note,)] = conn.execute("SELECT note FROM res_probe").fetchall()
     assert note.startswith("lock held by ") and note != "lock held by None", note
+
+
+def test_record_limit_pages_past_queued_records_in_whole_pages(tmp_path, monkeypatch):
+    # 6 records already queued, then a cap of 1 with pages of 4: two pages, not a transaction per record.
+    svc = make(tmp_path, trig(name="capped", record_limit=1))
+    try:
+        ids = add_widgets(svc, [7] * 10)
+        capped = triggers.get(svc.cfg, "capped")
+        with svc.store.tx() as conn:  # its workers for the first 6 records are still queued
+            rsql.enqueue_many(conn, [capped.worker_job(i) for i in ids[:6]], svc.clock.now())
+        pages = []
+        real = triggers._page
+
+        def counting(conn, **kw):
+            page = real(conn, **kw)
+            pages.append((page.found, page.enqueued))
+            return page
+
+        monkeypatch.setattr(triggers, "_page", counting)
+        run = fire(svc, "capped", page_size=4)
+        assert pages == [(4, 0), (3, 1)]  # the second page ends at the record that reaches the cap
+        assert (run.matched, run.enqueued) == (7, 1)
+        new = {sql.get(svc.store.conn, j).args["record_id"] for j in run.job_ids} - set(ids[:6])
+        assert new == {ids[6]}
+    finally:
+        close(svc)
