@@ -26,6 +26,10 @@ RENEW_EVERY = LEASE_TTL / 3
 CHECK_EVERY = 1.0  # how often running jobs are checked for cancellation by another process
 MAX_IDLE_WAIT = 5.0  # a safety net only: wake-ups come from inserts and the wake socket
 MAX_INFLIGHT = 2  # cycles in flight: one committing, one gathering (deeper adds latency, not throughput)
+# Results wait this long (or for this many) to share one fsync, while claims commit without one: a claim
+# lost to a power cut only means its job runs again, a result is made durable before it is forgotten.
+FLUSH_AFTER = 0.005
+FLUSH_AT = 256
 
 
 @dataclass
@@ -72,6 +76,7 @@ class LocalExecutor:
         self._reserved: Counter[str] = Counter()
         self._dry: set[str] = set()
         self._tick = True
+        self._results_since = 0.0  # monotonic time of the oldest result not yet submitted
         self._cycles: set[asyncio.Task[None]] = set()
         svc.on_wake(self.wake)
         svc.extras["executor"] = self
@@ -85,9 +90,11 @@ class LocalExecutor:
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            if self._inflight < MAX_INFLIGHT and (self._tick or self.results or self._free()):
-                self._tick = False
-                self._submit()
+            if self._inflight < MAX_INFLIGHT:
+                flush = self._results_due()
+                if self._tick or flush or self._free():
+                    self._submit(flush=flush or self._tick)
+                    self._tick = False
             self.svc.beat("executor")
             await self._sleep()
 
@@ -97,6 +104,8 @@ class LocalExecutor:
             timeout = min(timeout, max(0.0, self._next_due - self.svc.clock.now()))
         if self.running:
             timeout = min(timeout, CHECK_EVERY)
+        if self.results:
+            timeout = min(timeout, max(0.0, self._results_since + FLUSH_AFTER - time.monotonic()))
         try:
             # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races with the wake-up.
             async with asyncio.timeout(timeout):
@@ -115,8 +124,16 @@ class LocalExecutor:
                 free[q] = n
         return free
 
-    def _submit(self) -> None:
-        results, self.results = self.results, []
+    def _results_due(self) -> bool:
+        if not self.results:
+            return False
+        return (len(self.results) >= FLUSH_AT or time.monotonic() - self._results_since >= FLUSH_AFTER
+                or not self.claiming or self.draining)
+
+    def _submit(self, *, flush: bool) -> None:
+        results: list[sql.Result] = []
+        if flush:
+            results, self.results = self.results, []
         free = self._free()
         self._reserved.update(free)
         mono = time.monotonic()
@@ -153,9 +170,11 @@ class LocalExecutor:
             return Cycle(claimed, refused, paused, sql.next_due(conn), gone)
 
         try:
-            cycle = await self.svc.write(work)
+            cycle = await self.svc.write(work, durable=bool(results))
         except sqlite3.Error as e:  # e.g. disk full: keep the results, try again shortly
             self.svc.log.error("store write failed, retrying: %s", e)
+            if results and not self.results:
+                self._results_since = time.monotonic()
             self.results[:0] = results
             await asyncio.sleep(0.5)
             return
@@ -206,6 +225,8 @@ class LocalExecutor:
             self.per_queue[running.queue] -= 1
         if result is not None:
             result.duration = max(0.0, self.svc.clock.now() - result.started_at)
+            if not self.results:
+                self._results_since = time.monotonic()
             self.results.append(result)
             _log_outcome(self.svc, result, running)
         self._wake.set()

@@ -42,9 +42,9 @@ class Services:
     # Shared objects components publish for each other (e.g. "registry", "executor").
     extras: dict[str, Any] = field(default_factory=dict)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run fn(conn) in the writer's next transaction and wait for its durable commit."""
-        return await asyncio.wrap_future(self.writer.submit(fn))
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run fn(conn) in the writer's next transaction and wait for its commit (durable unless told)."""
+        return await asyncio.wrap_future(self.writer.submit(fn, durable=durable))
 
     def on_wake(self, cb: Callable[[], None]) -> None:
         self._wakers.append(cb)

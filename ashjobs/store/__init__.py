@@ -68,20 +68,26 @@ class Store:
 class Writer:
     """The daemon's one writing connection, on its own thread. Work submitted while a commit is in flight
     is grouped into the next transaction, so under load one fsync covers many state changes; when idle a
-    single change commits at once. Each unit runs in a savepoint: one failing unit does not undo others."""
+    single change commits at once. Each unit runs in a savepoint: one failing unit does not undo others.
+
+    A unit submitted with `durable=False` (a claim: losing it to a power cut only means the job runs again)
+    may commit without an fsync when nothing durable shares its batch; the next durable commit makes it
+    durable too (WAL order). A process crash loses neither kind: only the OS's page cache is at risk."""
 
     def __init__(self, store: Store, *, max_batch: int = 512) -> None:
         self._conn = store.new_connection()
-        self._queue: _queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], Future[Any]] | None] = (
+        self._full = store.synchronous == "full"
+        self._synced = self._full  # the connection's current synchronous setting is FULL
+        self._queue: _queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], Future[Any], bool] | None] = (
             _queue.SimpleQueue())
         self._max_batch = max_batch
         self.commits = 0
         self._thread = threading.Thread(target=self._run, name="ashjobs-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+    def submit(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> Future[T]:
         fut: Future[T] = Future()
-        self._queue.put((fn, fut))
+        self._queue.put((fn, fut, durable))
         return fut
 
     def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -110,9 +116,13 @@ class Writer:
                     break
                 batch.append(nxt)
             results: list[tuple[Future[Any], bool, Any]] = []
+            sync = self._full and any(durable for _, _, durable in batch)
+            if sync != self._synced:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if sync else 'NORMAL'}")
+                self._synced = sync
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for fn, fut in batch:
+                for fn, fut, _ in batch:
                     conn.execute("SAVEPOINT unit")
                     try:
                         results.append((fut, True, fn(conn)))
@@ -128,7 +138,7 @@ class Writer:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                results = [(fut, False, e) for _, fut in batch]
+                results = [(fut, False, e) for _, fut, _ in batch]
             for fut, ok, value in results:
                 # A unit runs even if its waiter gave up (a cancelled cycle's results still count);
                 # only the notification is dropped.
