@@ -162,7 +162,7 @@ def test_sigkill_of_a_poller_moves_its_job_and_fences_its_late_result(failover: 
     job = sched.cli.job(job_id)
     assert job["state"] == "completed" and attempts_nodes(job) == [(victim, "lost"), (other, "success")]
     assert sched.cli.json("status")["cluster"]["stale_results_refused"] == 1
-
+    assert "stale results refused 1" in sched.cli.run("status").stdout  # the rich rendering says it too
 
 
 def test_graceful_poller_stop_hands_its_job_back_without_burning_an_attempt(failover: dict[str, Node]) -> None:
