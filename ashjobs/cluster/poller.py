@@ -56,6 +56,21 @@ class Upstream:
         return self.peer is not None and not self.peer.closed.is_set()
 
 
+def _batch(outbox: deque[dict[str, Any]], max_frame: int) -> list[dict[str, Any]]:
+    """The head of the outbox, as much as fits in half a frame (at least one result): a backlog after a
+    long cut, or long error texts, must not make one call too big to send, forever."""
+    import msgpack
+
+    out: list[dict[str, Any]] = []
+    size = 0
+    for item in outbox:
+        size += len(msgpack.packb(item, use_bin_type=True))
+        if out and size > max_frame // 2:
+            break
+        out.append(item)
+    return out
+
+
 def _sane_ttl(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0.1 <= value <= 86400
 
@@ -206,18 +221,24 @@ class Runner:
             await up.kick.wait()
             up.kick.clear()
             while up.outbox and up.live:
-                batch = list(up.outbox)
                 assert up.peer is not None
+                batch = _batch(up.outbox, up.peer.max_frame)
                 try:
                     reply = await up.peer.call("result", {"results": batch}, timeout=up.ttl)
                 except RpcError as e:  # the scheduler read and rejected them: sending again would not help
                     log.error("cluster: scheduler %s rejected %d result(s): %s", up.node, len(batch), e)
                     reply = None
+                except ValueError as e:  # one result alone over the frame limit: it can never be sent
+                    log.error("cluster: dropping a result for %s: %s", up.node, e)
+                    reply = None
                 except Exception as e:
                     log.info("cluster: cannot deliver %d result(s) to %s yet: %s", len(batch), up.node, e)
                     await asyncio.sleep(min(1.0, up.ttl / 4))
                     continue
-                for _ in batch:
+                # The batch is what is left of the outbox's head: new results went to its tail meanwhile, and
+                # trimming a full outbox may have dropped some of the batch from its head.
+                sent = {id(r) for r in batch}
+                while up.outbox and id(up.outbox[0]) in sent:
                     up.outbox.popleft()
                 stop = reply.get("stop") if isinstance(reply, dict) else None
                 if stop:
