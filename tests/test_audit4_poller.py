@@ -161,3 +161,42 @@ def test_jobs_with_big_args_go_in_several_run_calls_and_one_too_big_alone_fails_
     asyncio.run(scenario())
     svc.writer.close()
     svc.store.close()
+
+
+def test_mdns_sightings_are_bounded_and_a_moved_poller_is_no_longer_dialled_at_its_old_address(
+        tmp_path: Path) -> None:
+    """mDNS is unauthenticated (the cluster id is public): a flood of records must not make the scheduler dial
+    without end, and a poller whose address changed must not leave a dial loop behind at the old one."""
+    from ashjobs.cluster import node as node_mod
+
+    svc, _, _ = _services(tmp_path, ["scheduler"], FakeClock(time.time()))
+
+    def sighting(name: str, port: int) -> dict[str, Any]:
+        return {"node": name, "role": ["poller"], "addresses": ["127.0.0.1"], "port": port, "partition": "p1",
+                "domains": [], "cap": 1, "cluster": "x"}
+
+    async def scenario() -> None:
+        node = ClusterNode(svc)
+        runner = asyncio.create_task(node.run())
+        await _until(lambda: node.server is not None, "the server")
+        assert node.dispatcher is not None
+        node.seen("added", sighting("moving", 1))
+        node.seen("updated", sighting("moving", 2))  # a new address (DHCP)
+        await asyncio.sleep(0.05)
+        dials = {k for k, t in node._dials.items() if not t.done()}
+        assert dials == {"dispatch 127.0.0.1:2"}
+        assert [r["address"] for r in node.dispatcher.registry.rows()] == ["127.0.0.1:2"]
+        for i in range(node_mod.MAX_MDNS_PEERS + 50):
+            node.seen("added", sighting(f"forged{i}", 100 + i))
+        assert len(node._dials) <= node_mod.MAX_MDNS_PEERS
+        node.seen("removed", sighting("moving", 2))
+        await asyncio.sleep(0.05)
+        assert "dispatch 127.0.0.1:2" not in node._dials
+        assert "127.0.0.1:2" not in {r["address"] for r in node.dispatcher.registry.rows()}
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        assert not [t for t in node._tasks if not t.done()]
+
+    asyncio.run(scenario())
+    svc.writer.close()
+    svc.store.close()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ashjobs.cluster")
 
 PROTOCOL = 1
+MAX_MDNS_PEERS = 512  # pollers taken from mDNS at once: a LAN host cannot make us dial without end
 
 
 class ClusterNode:
@@ -46,6 +47,7 @@ class ClusterNode:
         self._handlers: dict[str, Any] = {}
         self._dials: dict[str, asyncio.Task[None]] = {}
         self._addr_node: dict[str, str] = {}
+        self._mdns_addr: dict[str, str] = {}  # node name in an mDNS record → the address we dial for it
         self._tasks: set[asyncio.Task[Any]] = set()
         self._advertiser: Any = None
         self._browser: Any = None
@@ -170,10 +172,12 @@ class ClusterNode:
     def dial(self, address: str, link: str, source: Source) -> None:
         key = f"{link} {address}"
         if key not in self._dials or self._dials[key].done():
-            self._dials[key] = asyncio.create_task(self._dial_loop(address, link, source), name=f"dial {key}")
+            task = self._dials[key] = asyncio.create_task(self._dial_loop(address, link, source), name=f"dial {key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def undial(self, address: str, link: str) -> None:
-        """mDNS said goodbye: stop redialling (a live link stays until it closes on its own)."""
+        """mDNS said goodbye: stop redialling. A live link stays until it closes; then its loop ends."""
         task = self._dials.pop(f"{link} {address}", None)
         node = self._addr_node.get(address)
         if task is not None and not (self.dispatcher and self.dispatcher.linked_to(node)):
@@ -185,7 +189,8 @@ class ClusterNode:
 
         host, port = parse_hostport(address, DEFAULT_PORT)
         pause, warned = 0.1, False
-        while True:
+        key = f"{link} {address}"
+        while self._dials.get(key) is asyncio.current_task():  # until undialled
             existing = self._live_link(self._addr_node.get(address), link)
             if existing is not None:  # reached over another connection: wait for that one to end
                 await existing.closed.wait()
@@ -292,11 +297,17 @@ class ClusterNode:
         addresses, port = info.get("addresses") or [], info.get("port")
         if "poller" not in roles or not addresses or not isinstance(port, int):
             return
-        address = f"{addresses[0]}:{port}"
+        address, node = f"{addresses[0]}:{port}", str(info.get("node"))
+        before = self._mdns_addr.pop(node, None)
+        if before is not None and (event == "removed" or before != address):  # gone, or moved (a new IP)
+            self.dispatcher.registry.drop_address(before)
+            self.undial(before, "dispatch")
         if event == "removed":
-            self.dispatcher.registry.drop_address(address)
-            self.undial(address, "dispatch")
             return
+        if len(self._mdns_addr) >= MAX_MDNS_PEERS:
+            log.warning("cluster: ignoring poller %s seen over mDNS: already %d from mDNS", node, MAX_MDNS_PEERS)
+            return
+        self._mdns_addr[node] = address
         self.dispatcher.registry.add_address(address, "mdns", info)
         self.dial(address, "dispatch", "mdns")
 
