@@ -200,3 +200,28 @@ def test_mdns_sightings_are_bounded_and_a_moved_poller_is_no_longer_dialled_at_i
     asyncio.run(scenario())
     svc.writer.close()
     svc.store.close()
+
+
+def test_absurd_numbers_from_a_peer_do_not_break_the_registry_snapshot(tmp_path: Path) -> None:
+    """msgpack carries integers up to 2**64-1; SQLite's stop at 2**63-1. A capacity or load that large is
+    clamped, so the `peers` snapshot is still written."""
+    from ashjobs.store import peers as sp
+
+    svc, secret, port = _services(tmp_path, ["scheduler"], FakeClock(time.time()))
+
+    async def scenario() -> None:
+        node = ClusterNode(svc)
+        runner = asyncio.create_task(node.run())
+        await _until(lambda: node.server is not None, "the server")
+        peer = await rpc.connect("127.0.0.1", port, secret=secret, node="huge", handlers={},
+                                 info={"roles": ["poller"], "link": "register", "partition": "p1", "cap": 2**64 - 1})
+        await peer.call("heartbeat", {"leases": [], "in_flight": 2**64 - 1}, timeout=5)
+        await _until(lambda: [r["node"] for r in sp.list_peers(svc.store.conn)] == ["huge"], "the snapshot")
+        assert not runner.done()
+        await peer.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(scenario())
+    svc.writer.close()
+    svc.store.close()

@@ -169,8 +169,11 @@ def test_graceful_poller_stop_hands_its_job_back_without_burning_an_attempt(fail
     sched = failover["sched"]
     _wait_linked(sched, {"k1", "k2"})
     job_id = sched.cli.enqueue("sleep", {"seconds": 4.0}, "--partition", "p1")
-    victim = sched.cli.wait_for(lambda: lease_of(sched, job_id), 15, "the job to run")["node"]
+    lease = sched.cli.wait_for(lambda: lease_of(sched, job_id), 15, "the job to run")
+    victim = lease["node"]
     other = ({"k1", "k2"} - {victim}).pop()
+    shown = sched.cli.job(job_id)["lease"]  # the current lease, while the job runs
+    assert (shown["node"], shown["token"]) == (victim, lease["token"]) and shown["expires_at"]
     assert failover[victim].daemon.terminate() == 0  # grace_period 2s < the job's 4s: handed back
     assert sched.cli.wait_finished([job_id], timeout=20)[job_id] == "completed"
     job = sched.cli.job(job_id)
