@@ -225,3 +225,31 @@ def test_absurd_numbers_from_a_peer_do_not_break_the_registry_snapshot(tmp_path:
     asyncio.run(scenario())
     svc.writer.close()
     svc.store.close()
+
+
+def test_a_poller_heartbeats_at_least_thrice_per_lease_ttl_of_its_scheduler(tmp_path: Path) -> None:
+    """The poller's own lease_ttl is 2 s (heartbeat every 0.67 s); its scheduler's is 0.3 s. With the poller's
+    pace every lease would expire between two heartbeats: it must follow the scheduler's TTL."""
+    svc, secret, port = _services(tmp_path, ["poller"], FakeClock(time.time()))
+    beats: list[float] = []
+
+    async def heartbeat(peer: rpc.Peer, params: dict[str, Any]) -> dict[str, Any]:
+        beats.append(time.monotonic())
+        return {"stop": []}
+
+    async def scenario() -> None:
+        node = ClusterNode(svc)
+        runner = asyncio.create_task(node.run())
+        await _until(lambda: node.server is not None, "the server")
+        sched = await rpc.connect("127.0.0.1", port, secret=secret, node="sched", handlers={"heartbeat": heartbeat},
+                                  info={"roles": ["scheduler"], "link": "dispatch", "lease_ttl": 0.3})
+        await _until(lambda: beats, "a first heartbeat")
+        # At the poller's own pace the next 6 would take 4 s; at a third of 0.3 s, 0.6 s.
+        await _until(lambda: len(beats) >= 7, "six more heartbeats", timeout=2.5)
+        await sched.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(scenario())
+    svc.writer.close()
+    svc.store.close()
