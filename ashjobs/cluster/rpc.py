@@ -56,6 +56,7 @@ PROTOCOL_VERSION = 1
 REQUEST, RESPONSE, NOTIFY = 0, 1, 2
 MAX_FRAME = 1 << 20
 HANDSHAKE_FRAME = 4096  # limit for frames before authentication
+MIN_FRAME = 1024  # the smallest frame limit a peer may ask us to keep to
 HANDSHAKE_TIMEOUT = 5.0
 IDLE_TIMEOUT = 10.0
 MIN_IDLE = 0.1
@@ -232,7 +233,7 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     if not isinstance(remote_info, dict) or not isinstance(remote_idle, int | float) or remote_idle <= 0:
         raise ProtocolError(f"{who}: malformed welcome")
     remote_max = msg.get("max_frame")
-    send_limit = min(max_frame, max(remote_max, HANDSHAKE_FRAME)) if isinstance(remote_max, int) else max_frame
+    send_limit = min(max_frame, max(remote_max, MIN_FRAME)) if isinstance(remote_max, int) else max_frame
     return remote, remote_info, max(float(remote_idle), MIN_IDLE), send_limit  # a tiny idle must not make us ping flat out
 
 
