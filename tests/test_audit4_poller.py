@@ -253,3 +253,23 @@ def test_a_poller_heartbeats_at_least_thrice_per_lease_ttl_of_its_scheduler(tmp_
     asyncio.run(scenario())
     svc.writer.close()
     svc.store.close()
+
+
+def test_an_ipv6_poller_seen_over_mdns_is_dialled_at_a_bracketed_address(tmp_path: Path) -> None:
+    svc, _, _ = _services(tmp_path, ["scheduler"], FakeClock(time.time()))
+
+    async def scenario() -> None:
+        node = ClusterNode(svc)
+        runner = asyncio.create_task(node.run())
+        await _until(lambda: node.server is not None, "the server")
+        node.seen("added", {"node": "v6", "role": ["poller"], "addresses": ["::1"], "port": 9, "partition": "p1",
+                            "domains": [], "cap": 1, "cluster": "x"})
+        await asyncio.sleep(0.2)
+        task = node._dials["dispatch [::1]:9"]
+        assert not task.done()  # still redialling; "::1:9" would have killed it with a parse error
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(scenario())
+    svc.writer.close()
+    svc.store.close()

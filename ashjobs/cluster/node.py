@@ -78,9 +78,9 @@ class ClusterNode:
     def address(self) -> str:
         adv = self.cfg.advertise_addr
         if adv is not None:
-            return f"{adv[0]}:{adv[1]}"
+            return _hostport(*adv)
         host = self.cfg.listen_addr[0]
-        return f"{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{self.port}"
+        return _hostport("127.0.0.1" if host in ("0.0.0.0", "", "::") else host, self.port)
 
     def info(self, link: str | None = None) -> dict[str, Any]:
         node = self.svc.cfg.node
@@ -126,7 +126,7 @@ class ClusterNode:
                     self.dispatcher.registry.add_address(peer, "static")  # listed in `peers` until reached
                     self.dial(peer, "dispatch", "static")
             if self.runner is not None:  # our own poller, through the same path as any other
-                self.dial(f"{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{self.port}",
+                self.dial(_hostport("127.0.0.1" if host in ("0.0.0.0", "", "::") else host, self.port),
                           "dispatch", "static")
         if self.runner is not None:
             loops.append(self.runner.run())
@@ -297,7 +297,7 @@ class ClusterNode:
         addresses, port = info.get("addresses") or [], info.get("port")
         if "poller" not in roles or not addresses or not isinstance(port, int):
             return
-        address, node = f"{addresses[0]}:{port}", str(info.get("node"))
+        address, node = _hostport(str(addresses[0]), port), str(info.get("node"))
         before = self._mdns_addr.pop(node, None)
         if before is not None and (event == "removed" or before != address):  # gone, or moved (a new IP)
             self.dispatcher.registry.drop_address(before)
@@ -318,8 +318,13 @@ def _registered_address(peer: Peer) -> str:
     said = peer.remote_info.get("address")
     seen = peer.remote_addr[0]
     if not isinstance(said, str) or len(said) > 300 or ":" not in said:
-        return f"{seen}:?"
+        return _hostport(seen, "?")
     host, _, port = said.rpartition(":")
     if host in ("127.0.0.1", "localhost") and seen not in ("127.0.0.1", "::1"):
-        return f"{seen}:{port}"
+        return _hostport(seen, port)
     return said
+
+
+def _hostport(host: str, port: int | str) -> str:
+    """host:port, with an IPv6 address in brackets so that it parses back (parse_hostport)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
