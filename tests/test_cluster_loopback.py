@@ -199,10 +199,13 @@ def test_a_restarted_scheduler_adopts_the_leases_its_pollers_still_renew(tmp_pat
             n.stop()
 
 
-@pytest.mark.parametrize("case", ["missing secret", "secret readable by others", "TXT entry too long"])
+@pytest.mark.parametrize("case", ["missing secret", "secret readable by others", "TXT entry too long",
+                                  "unknown mDNS interface"])
 def test_a_bad_cluster_setup_is_refused_at_start_with_one_line(tmp_path: Path, case: str) -> None:
     node = Node(tmp_path, "bad", ["poller"], "p1", ["x" * 300] if case == "TXT entry too long" else [])
     node.discovery = ["mdns"]  # refused before any mDNS traffic
+    if case == "unknown mDNS interface":
+        node.extra = 'interfaces = ["nope0"]\n'  # appended to [cluster]
     node.write_config()
     if case != "missing secret":
         make_secret(tmp_path)
@@ -213,5 +216,6 @@ def test_a_bad_cluster_setup_is_refused_at_start_with_one_line(tmp_path: Path, c
     line = p.stderr.strip()
     assert "\n" not in line
     expected = {"missing secret": "cluster secret file not found", "secret readable by others": "chmod 600",
-                "TXT entry too long": "TXT entry 'domain' would be"}[case]
+                "TXT entry too long": "TXT entry 'domain' would be",
+                "unknown mDNS interface": "no network interface 'nope0'"}[case]
     assert expected in line

@@ -67,10 +67,12 @@ class ClusterNode:
             return f"cluster is off on {self.svc.node}: no secret at {path} (run `ashjobs init`)"
         self._secret = load_secret(path)
         self._cluster_id = cluster_id(self._secret)
-        if self.runner is not None and "mdns" in self.cfg.discovery:
-            from ashjobs.cluster.discovery import txt_record
+        if "mdns" in self.cfg.discovery:
+            from ashjobs.cluster.discovery import _interface_ips, txt_record
 
-            txt_record({**self.info(), "node": self.svc.node})
+            if self.runner is not None:
+                txt_record({**self.info(), "node": self.svc.node})
+            _interface_ips(list(self.cfg.interfaces))  # an unknown interface: refused now, not once running
         return None
 
     # --- identity ----------------------------------------------------------------------------------------
