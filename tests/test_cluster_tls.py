@@ -43,13 +43,17 @@ def _tls(pki: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node, Path]]:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not shutil.which("openssl"):
         pytest.skip("the openssl command is not available to make throwaway test certificates")
+    d = tmp_path_factory.mktemp("pki")
+    _make_pki(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterator[tuple[Node, Node, Path]]:
     root = tmp_path_factory.mktemp("tls")
-    pki = root / "pki"
-    pki.mkdir()
-    _make_pki(pki)
     make_secret(root)
     poller = Node(root, "tp1", ["poller"], "p1", ["site-a"], extra=_tls(pki))
     sched = Node(root, "tsched", ["scheduler"], peers=[poller.address], extra=_tls(pki))
@@ -95,3 +99,16 @@ def test_a_cert_from_another_ca_or_plain_tcp_is_refused(tls_cluster: tuple[Node,
     assert sched.cli.wait_finished([job_id], timeout=20)[job_id] == "completed"
     assert attempts_nodes(sched.cli.job(job_id)) == [("tp1", "success")]
     assert "intruder" not in {r["node"] for r in sched.cli.json("peers")}
+
+
+@pytest.mark.parametrize("case", ["missing file", "key of another cert"])
+def test_unusable_tls_files_are_refused_at_start_with_one_line(tmp_path: Path, pki: Path, case: str) -> None:
+    make_secret(tmp_path)
+    key = pki / ("nope.key" if case == "missing file" else "intruder.key")
+    extra = f'\n[cluster.tls]\ncert = "{pki / "node.crt"}"\nkey = "{key}"\nca = "{pki / "ca.crt"}"\n'
+    node = Node(tmp_path, "badtls", ["poller"], "p1", extra=extra)
+    p = node.cli.run("run", check=False, timeout=30)
+    assert p.returncode == 2
+    line = p.stderr.strip()
+    assert "\n" not in line and line.startswith("ashjobs: cluster.tls"), line
+    assert ("nope.key: no such file" if case == "missing file" else "cannot use") in line

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from ashjobs.cluster.dispatch import Dispatcher
@@ -19,7 +20,7 @@ from ashjobs.cluster.registry import Source
 from ashjobs.errors import AshError, ConfigError
 
 if TYPE_CHECKING:
-    from ashjobs.cluster.config import ClusterConfig
+    from ashjobs.cluster.config import ClusterConfig, TlsConfig
     from ashjobs.cluster.rpc import Peer, Server
     from ashjobs.services import Services
 
@@ -44,6 +45,7 @@ class ClusterNode:
         self.port = 0
         self._secret = b""
         self._client_ssl: Any = None
+        self._server_ssl: Any = None
         self._handlers: dict[str, Any] = {}
         self._dials: dict[str, asyncio.Task[None]] = {}
         self._addr_node: dict[str, str] = {}
@@ -67,6 +69,8 @@ class ClusterNode:
             return f"cluster is off on {self.svc.node}: no secret at {path} (run `ashjobs init`)"
         self._secret = load_secret(path)
         self._cluster_id = cluster_id(self._secret)
+        if self.cfg.tls.enabled:
+            self._server_ssl, self._client_ssl = _load_tls(self.cfg.tls)
         if "mdns" in self.cfg.discovery:
             from ashjobs.cluster.discovery import _interface_ips, txt_record
 
@@ -103,9 +107,7 @@ class ClusterNode:
             assert self.dispatcher is not None
             await self.dispatcher.run_disabled(self.off_reason)
             return
-        server_ssl = None
-        if self.cfg.tls.enabled:
-            server_ssl, self._client_ssl = rpc.tls_contexts(self.cfg.tls.cert, self.cfg.tls.key, self.cfg.tls.ca)
+        server_ssl = self._server_ssl
         if self.dispatcher is not None:
             self._handlers.update(self.dispatcher.handlers())
         if self.runner is not None:
@@ -312,6 +314,22 @@ class ClusterNode:
         self._mdns_addr[node] = address
         self.dispatcher.registry.add_address(address, "mdns", info)
         self.dial(address, "dispatch", "mdns")
+
+
+def _load_tls(tls: TlsConfig) -> tuple[Any, Any]:
+    """(server, client) SSL contexts, or ConfigError (one line) for a missing or unusable file."""
+    import ssl
+
+    from ashjobs.cluster.rpc import tls_contexts
+
+    for key in ("cert", "key", "ca"):
+        path = getattr(tls, key)
+        if not os.path.isfile(path):
+            raise ConfigError(f"cluster.tls.{key}: {path}: no such file")
+    try:
+        return tls_contexts(tls.cert, tls.key, tls.ca)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cluster.tls: cannot use {tls.cert} / {tls.key} / {tls.ca}: {e}") from None
 
 
 def _registered_address(peer: Peer) -> str:
