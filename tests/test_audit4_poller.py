@@ -273,3 +273,21 @@ def test_an_ipv6_poller_seen_over_mdns_is_dialled_at_a_bracketed_address(tmp_pat
     asyncio.run(scenario())
     svc.writer.close()
     svc.store.close()
+
+
+def test_both_ends_of_an_rpc_connection_have_keepalive_and_a_user_timeout() -> None:
+    import socket
+
+    async def scenario() -> None:
+        server = await rpc.serve("127.0.0.1", 0, secret=b"s" * 32, node="srv", info={}, handlers={})
+        client = await rpc.connect("127.0.0.1", server.port, secret=b"s" * 32, node="cli", info={}, handlers={})
+        await _until(lambda: server.peers, "the server side")
+        for peer in (client, next(iter(server.peers))):
+            sock = peer._writer.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == rpc.USER_TIMEOUT_MS
+        await client.close()
+        await server.close()
+
+    asyncio.run(scenario())
