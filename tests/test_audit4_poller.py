@@ -107,6 +107,9 @@ def test_a_failing_finish_hook_does_not_take_the_dispatcher_down(tmp_path: Path)
         svc.wake()
         await _until(lambda: any(j["id"] == plain for j in a.jobs), "a later job dispatched")
         assert not runner.done()
+        # The hook's bug did not block the rescue: the lost attempt is recorded and the job runs again.
+        assert [x["outcome"] for x in sj.attempts(svc.store.conn, hooked)] == ["lost"]
+        assert [j["id"] for j in a.jobs].count(hooked) == 2
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
 
