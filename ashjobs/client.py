@@ -104,15 +104,21 @@ class Client:
                                            tuple[str, dict[str, Any] | None, dict[str, Any]]]) -> list[EnqueueResult]:
         """Insert many jobs in one transaction: all or none."""
         now = self.clock.now()
-        new = [self._build(item, now) for item in items]
+        templates: dict[str, sql.NewJob] = {}
+        new = [self._build(item, now, templates) for item in items]
         with self.store.tx() as conn:
             rows = sql.insert_many(conn, new, now)
         presence.wake(self._data_dir)
         return [EnqueueResult(*r) for r in rows]
 
-    def _build(self, item: Sequence[Any], now: float) -> sql.NewJob:
+    def _build(self, item: Sequence[Any], now: float, templates: dict[str, sql.NewJob] | None = None) -> sql.NewJob:
         task, args, *rest = item
         options = dict(rest[0]) if rest else {}
+        if not options and templates is not None and isinstance(args, dict):
+            # Bulk fast path: validate each task's defaults once, then copy them.
+            t = templates.get(task) or templates.setdefault(task, build_job(task, {}, now=now))
+            return sql.NewJob(task, args, t.queue, t.priority, t.max_attempts, None, t.unique, t.partition,
+                              t.domain, {}, None, t.timeout)
         at = options.get("scheduled_at")
         if isinstance(at, datetime):
             options["scheduled_at"] = at.timestamp()

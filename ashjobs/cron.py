@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ashjobs.config import Duration
 from ashjobs.errors import ConfigError
+from ashjobs.queue import MAX_PRIORITY
 
 if TYPE_CHECKING:
     from ashjobs.config import Config
@@ -102,6 +103,10 @@ class CronEntry:
                 return f"schedule_env: ${self.schedule_env}={overridden!r}: {problem}"
         if zone_problem(self.timezone):
             return f"timezone: {zone_problem(self.timezone)}"
+        if not self.queue.strip():
+            return "queue: must not be empty"
+        if not 0 <= self.priority <= MAX_PRIORITY:
+            return f"priority: must be 0..{MAX_PRIORITY}"
         if self.max_catchup < 1:
             return "max_catchup: must be >= 1"
         if self.max_attempts < 1:
@@ -346,7 +351,7 @@ def entries(cfg: Config, environ: Mapping[str, str] | None = None) -> list[CronE
                                   f"and {module})")
             problem = entry.validate()
             if problem:
-                raise ConfigError(f"{where}: cron[{entry.name!r}] (built-in, {module}).{problem}")
+                raise ConfigError(f"{where}: cron[{entry.name!r}] (built-in, {module}): {problem}")
             merged[entry.name], origin[entry.name] = entry, module
     own: set[str] = set()
     for entry in cfg.section("cron"):

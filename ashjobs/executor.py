@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ashjobs import tasks
+from ashjobs import logs, tasks
 from ashjobs.services import Services
 from ashjobs.store import jobs as sql
 
@@ -257,12 +257,13 @@ async def run_task(row: Any, node: str, services: Any, result: sql.Result) -> No
         meta = row["meta"]
         call_args = (tasks.JobContext(row["id"], row["attempt"], row["max_attempts"], row["task"], row["queue"],
                                       node, row["actor"], meta if isinstance(meta, dict) else _loads(meta), services),)
+    deadline: asyncio.Timeout | None = None
     try:
-        async with asyncio.timeout(timeout) as deadline:
-            if task.is_async:
-                await task.fn(*call_args, **args)
-            else:
-                await asyncio.to_thread(task.fn, *call_args, **args)
+        if timeout is None:  # the common case skips the timeout machinery
+            await _call(task, call_args, args)
+        else:
+            async with asyncio.timeout(timeout) as deadline:
+                await _call(task, call_args, args)
     except tasks.Snooze as s:
         result.outcome, result.snooze = None, s.seconds
     except tasks.Cancel as c:
@@ -270,7 +271,7 @@ async def run_task(row: Any, node: str, services: Any, result: sql.Result) -> No
     except tasks.Discard as d:
         result.outcome, result.error, result.discard = "failure", d.reason, True
     except TimeoutError as e:
-        if deadline.expired():
+        if deadline is not None and deadline.expired():
             result.outcome, result.error = "timeout", f"timed out after {timeout:g}s"
         else:
             result.outcome, result.error = "failure", _describe(e)
@@ -280,6 +281,13 @@ async def run_task(row: Any, node: str, services: Any, result: sql.Result) -> No
         result.outcome, result.error = "failure", _describe(e)
     if result.outcome == "failure" and task.backoff is not None and not result.discard:
         result.backoff = task.backoff(row["attempt"])
+
+
+async def _call(task: tasks.Task, call_args: tuple[Any, ...], args: dict[str, Any]) -> None:
+    if task.is_async:
+        await task.fn(*call_args, **args)
+    else:
+        await asyncio.to_thread(task.fn, *call_args, **args)
 
 
 def _loads(text: str) -> Any:
@@ -294,14 +302,7 @@ def _describe(e: BaseException) -> str:
 
 
 def _log_outcome(svc: Services, r: sql.Result, running: Running | None) -> None:
-    if not svc.log.isEnabledFor(20):
-        return
-    task = running.task if running else "?"
-    attempt = running.attempt if running else 0
-    outcome = "snoozed" if r.snooze is not None else r.outcome
-    svc.log.info("job %s %s", r.job_id, outcome, extra={
-        "job_id": r.job_id, "task": task, "attempt": attempt, "node": r.node, "outcome": outcome,
-        "duration": round(r.duration, 6), "error": r.error})
+    logs.job_outcome(svc.log, r, running.task if running else "?", running.attempt if running else 0)
 
 
 def run_until_done(cfg: Any, job_ids: list[int], timeout: float) -> dict[int, str]:

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
 _FIELDS = ("job_id", "task", "attempt", "node", "outcome", "duration", "error", "peer", "component")
 
@@ -31,6 +32,17 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def job_outcome(log: logging.Logger, result: Any, task: str, attempt: int) -> None:
+    """The one info line per finished attempt: `result` is a store.jobs.Result, logged by whoever records it
+    (the local executor for its jobs, the scheduler's dispatcher for routed ones)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    outcome = "snoozed" if result.snooze is not None else result.outcome
+    log.info("job %s %s", result.job_id, outcome, extra={
+        "job_id": result.job_id, "task": task, "attempt": attempt, "node": result.node, "outcome": outcome,
+        "duration": round(result.duration, 6), "error": result.error})
 
 
 def setup(fmt: str = "text", level: str = "info") -> logging.Logger:

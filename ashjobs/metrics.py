@@ -162,7 +162,7 @@ class StoreCollector:
         yield GaugeMetricFamily("ashjobs_leases_active", "Executing jobs holding an unexpired lease",
                                 value=leases_active)
         yield CounterMetricFamily("ashjobs_leases_expired", "Leases that expired and had their job rescued",
-                                  value=svc.stats.get("leases_expired", 0) + svc.stats.get("cluster_leases_lost", 0))
+                                  value=svc.stats.get("leases_expired", 0))
         yield CounterMetricFamily("ashjobs_stale_results_refused",
                                   "Results refused because their fencing token was stale",
                                   value=svc.stats.get("stale_results_refused", 0))

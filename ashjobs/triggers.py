@@ -190,7 +190,15 @@ def load(cfg: Any) -> dict[str, Trigger]:
     hit = _cache.get(id(cfg))
     if hit is not None and hit[0] is cfg:
         return hit[1]
-    out = {tc.name: compile_trigger(tc) for tc in configs(cfg)}
+    own = {t.name for t in cfg.section("trigger")}
+    out = {}
+    for tc in configs(cfg):
+        try:
+            out[tc.name] = compile_trigger(tc)
+        except ConfigError as e:
+            if tc.name not in own:
+                raise
+            raise ConfigError(f"{cfg._where()}: {e}") from None  # a [[trigger]] table: name the file
     if len(_cache) > 16:  # a daemon has one config; tests and tools make many
         _cache.clear()
     _cache[id(cfg)] = (cfg, out)
@@ -233,10 +241,11 @@ def _page(conn: sqlite3.Connection, **kw: Any) -> Page:
 
 
 def enqueue_page(conn: sqlite3.Connection, trig: Trigger, now: float, *, after_id: int, limit: int,
-                 scheduler_job: int | None = None, collect_ids: bool = False) -> Page:
+                 scheduler_job: int | None = None, collect_ids: bool = False, cap: int | None = None) -> Page:
     """One page of the scheduler in the caller's transaction: up to `limit` matching ids after `after_id`,
-    a worker job each (existing incomplete ones are kept: uniqueness). With `collect_ids`, also the ids of
-    the page's worker jobs, new or already there."""
+    a worker job each (existing incomplete ones are kept: uniqueness). With `cap`, at most that many new
+    jobs: the page ends at the record that reaches it. With `collect_ids`, also the ids of the page's worker
+    jobs, new or already there."""
     from ashjobs.store import resources as sql
 
     sql.ensure(conn, trig.resource)
@@ -244,13 +253,21 @@ def enqueue_page(conn: sqlite3.Connection, trig: Trigger, now: float, *, after_i
     ids = sql.matching_ids(conn, trig.resource, where_sql, params, after_id=after_id, limit=limit)
     if not ids:
         return Page(after_id, 0, 0, [])
+    keys = {i: rules.unique_key(trig.worker_job(i).unique, {}, now) for i in ids}  # type: ignore[arg-type]
+
+    def existing(some: list[int]) -> list[int]:
+        wanted = [keys[i] for i in some]
+        return [r[0] for r in conn.execute(
+            f"SELECT id FROM jobs WHERE unique_key IN ({','.join('?' * len(wanted))}) ORDER BY id", wanted)]
+
+    if cap is not None and cap < len(ids):
+        queued = {r[0] for r in conn.execute(
+            f"SELECT unique_key FROM jobs WHERE unique_key IN ({','.join('?' * len(ids))})", list(keys.values()))}
+        fresh = [i for i in ids if keys[i] not in queued]
+        if len(fresh) > cap:
+            ids = ids[:ids.index(fresh[cap - 1]) + 1]
     inserted = sql.enqueue_many(conn, [trig.worker_job(i, scheduler_job=scheduler_job) for i in ids], now)
-    job_ids: list[int] = []
-    if collect_ids:
-        keys = [rules.unique_key(trig.worker_job(i).unique, {}, now) for i in ids]  # type: ignore[arg-type]
-        job_ids = [r[0] for r in conn.execute(
-            f"SELECT id FROM jobs WHERE unique_key IN ({','.join('?' * len(keys))}) ORDER BY id", keys)]
-    return Page(ids[-1], len(ids), inserted, job_ids)
+    return Page(ids[-1], len(ids), inserted, existing(ids) if collect_ids else [])
 
 
 @dataclass
@@ -288,17 +305,19 @@ def _pages(write: Callable[[Callable[[sqlite3.Connection], Any]], Any], trig: Tr
            scheduler_job: int | None, collect_ids: bool, page_size: int) -> None:
     after = 0
     while True:
-        limit = page_size
+        cap = None
         if trig.cfg.record_limit is not None:
-            limit = min(limit, trig.cfg.record_limit - fire.matched)
-            if limit <= 0:
+            # The cap counts jobs this run enqueues, not records seen: records whose worker is still queued
+            # (or, with trigger_once, ever ran) would otherwise fill it every run and starve the rest.
+            cap = trig.cfg.record_limit - fire.enqueued
+            if cap <= 0:
                 return
-        page: Page = write(functools.partial(_page, trig=trig, now=now, after_id=after, limit=limit,
-                                             scheduler_job=scheduler_job, collect_ids=collect_ids))
+        page: Page = write(functools.partial(_page, trig=trig, now=now, after_id=after, limit=page_size,
+                                             scheduler_job=scheduler_job, collect_ids=collect_ids, cap=cap))
         fire.matched += page.found
         fire.enqueued += page.enqueued
         fire.job_ids += page.job_ids
-        if page.found < limit:
+        if page.found < page_size:
             return
         after = page.last_id
 

@@ -50,6 +50,24 @@ def ours_single(d: Path, n: int) -> float:
         return n / (time.perf_counter() - t)
 
 
+def sqlite_floor_single(d: Path, n: int) -> float:
+    """The disk's own ceiling: bare sqlite3, one-column table, WAL + FULL, one commit per insert."""
+    import sqlite3
+
+    d.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(d / "raw.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    t = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (v) VALUES (?)", (str(i),))
+        conn.execute("COMMIT")
+    conn.close()
+    return n / (time.perf_counter() - t)
+
+
 def ours_batched(d: Path, n: int) -> float:
     with Client(cfg_for(d)) as c:
         items = [("noop", {"i": i}) for i in range(n)]
@@ -131,6 +149,26 @@ def rss_idle(d: Path, env: dict[str, str]) -> float:
         p.wait(20)
 
 
+def wake_latency(d: Path, env: dict[str, str], n: int = 20) -> tuple[float, float]:
+    """An idle daemon picking up a job enqueued by another process: inserted_at → attempted_at (ms)."""
+    p = subprocess.Popen([sys.executable, "-m", "ashjobs", "run"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2.0)
+        gaps = []
+        with Client(cfg_for(d)) as c:
+            for _ in range(n):
+                time.sleep(0.2)  # idle between jobs: each one must be noticed, not found by a poll
+                r = c.enqueue("noop")
+                while (job := c.get(r.id)) is None or job.attempted_at is None:
+                    time.sleep(0.002)
+                gaps.append((job.attempted_at - job.inserted_at) * 1000)
+        return statistics.median(gaps), max(gaps)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(20)
+
+
 def fill(d: Path, n: int) -> None:
     store = Store(d / "ashjobs.db")
     now = SYSTEM.now()
@@ -171,6 +209,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ashjobs-bench-"))
     out: dict[str, Any] = {"bench": "queue", "python": sys.version.split()[0], "cores": os.cpu_count()}
     try:
+        out["sqlite_bare_single_commit_per_s"] = sqlite_floor_single(tmp / "raw", single_n)
         out["ours_single_enqueue_per_s"] = ours_single(tmp / "s", single_n)
         out["ours_batched_enqueue_per_s"] = ours_batched(tmp / "b", batch_n)
         out["ours_end_to_end_per_s"] = ours_end_to_end(tmp / "e", e2e_n, a.limit)
@@ -187,6 +226,7 @@ def main() -> None:
         env.pop("ASHJOBS_CONFIG", None)
         out["version_wall_ms"] = statistics.median(cli("--version", env=env) for _ in range(10)) * 1000
         out["idle_daemon_rss_mb"] = rss_idle(tmp / "cli", env)
+        out["wake_latency_ms_p50"], out["wake_latency_ms_max"] = wake_latency(tmp / "cli", env)
 
         big = tmp / "big"
         big.mkdir()
@@ -213,7 +253,11 @@ def main() -> None:
     for label, ours, theirs, ratio in rows:
         print(f"{label:48} {out[ours]:12,.0f} {out[theirs]:12,.0f} {out[ratio]:6.1f}x")
     print(f"{'end-to-end no-op jobs/s (queue limit 100)':48} {out['ours_end_to_end_limit100_per_s']:12,.0f}")
+    print(f"bare sqlite3 insert with a commit each on this disk (the ceiling): "
+          f"{out['sqlite_bare_single_commit_per_s']:,.0f}/s")
     print(f"idle daemon RSS: {out['idle_daemon_rss_mb']:.1f} MB")
+    print(f"idle daemon picks up a job enqueued by another process: p50 {out['wake_latency_ms_p50']:.1f} ms, "
+          f"max {out['wake_latency_ms_max']:.1f} ms")
     print(f"ashjobs --version: {out['version_wall_ms']:.0f} ms")
     print(f"ashjobs status with {big_n:,} jobs: {out['status_wall_ms_at_1m']:.0f} ms")
     print(f"enqueue/s empty vs {big_n:,} rows: {out['enqueue_per_s_empty']:,.0f} vs {out['enqueue_per_s_at_1m']:,.0f}")

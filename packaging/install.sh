@@ -55,6 +55,7 @@ etc="$root/etc/ashjobs"
 data="$root/var/lib/ashjobs"
 cache="$root/var/cache/ashjobs"
 unit="$root/etc/systemd/system/ashjobs.service"
+doc="$root/usr/local/share/doc/ashjobs"  # the unit's Documentation= points at its README.md
 work_dropin=$(mktemp)
 trap 'rm -f "$work_dropin"' EXIT
 user_exists() { [ "$make_user" = 1 ] && getent passwd ashjobs >/dev/null; }
@@ -145,6 +146,9 @@ install_all() {
         say created "$secret (0600; copy it to every node of this cluster)"
     fi
 
+    for readme in "$here/README.md" "$here/../README.md"; do
+        if [ -f "$readme" ]; then put "$readme" "$doc/README.md" 0644 || true; break; fi
+    done
     put "$here/ashjobs.service" "$unit" 0644 && changed=1
     # A PyInstaller build (an ELF file) runs the daemon as a child of its bootloader, the main PID:
     # systemd must accept that child's notifications.
@@ -188,6 +192,7 @@ uninstall_all() {
     [ -e "$unit.d" ] && remove "$unit.d"
     if [ "$use_systemd" = 1 ]; then systemctl daemon-reload; fi
     remove "$bin"
+    [ -e "$doc" ] && remove "$doc"
     if [ "$purge" = 1 ]; then
         remove "$etc"
         remove "$data"

@@ -46,6 +46,7 @@ def test_bad_config_is_one_line_naming_file_and_key_exit_2(tmp_path: Path, data_
     (["enqueue", "noop", "--at", "tomorrow"], "--at: not an ISO 8601 time"),
     (["enqueue", "noop", "--in", "1s", "--at", "2030-01-01T00:00:00Z"], "give one of them"),
     (["enqueue", "noop", "--priority", "12"], "12 is not in the range 0<=x<=9"),
+    (["jobs", "show", "99999999999999999999999"], "is not in the range"),
 ])
 def test_bad_input_exit_2_one_line_nothing_written(cli: Cli, args: list[str], message: str) -> None:
     p = cli.run(*args, check=False)

@@ -122,6 +122,7 @@ def test_expired_lease_moves_the_job_and_the_late_result_is_refused(tmp_path: Pa
                         ({"a", "b"}.difference({lost_on}).pop(), "success", None)]
     assert sp.counter(store.conn, "stale_results_refused") == 1
     assert svc.stats["stale_results_refused"] == 1
+    assert svc.stats["leases_expired"] == 1  # ashjobs_leases_expired_total
     svc.writer.close()
     store.close()
 
@@ -150,6 +151,7 @@ def test_a_restarted_scheduler_expires_leases_nobody_renews_by_their_stored_time
     asyncio.run(scenario())
     assert [(x["node"], x["outcome"], x["error"]) for x in sj.attempts(svc.store.conn, job_id)] == [
         ("ghost", "lost", "lease expired on ghost")]
+    assert svc.stats["leases_expired"] == 1
     svc.writer.close()
     svc.store.close()
 

@@ -45,6 +45,9 @@ def test_write_is_atomic_and_loads_as_config(tmp_path: Path) -> None:
     cfg = config.from_dict(tomllib.loads(out.read_text()))
     assert len(cfg.section("cron")) == 8
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".cron.toml")] == []  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644 & ~umask  # like any new file, not mkstemp's 0600
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:

@@ -265,3 +265,14 @@ def test_concurrent_writer_sees_busy_timeout_not_error(tmp_path: Path) -> None:
     a.conn.execute("ROLLBACK")
     with b.tx() as conn:
         sql.insert(conn, sql.NewJob("noop"), T0)
+
+
+def test_counts_by_queue_and_state_seek_every_queue(store: Store) -> None:
+    with store.tx() as conn:
+        for queue, n in (("", 1), ("a", 2), ("b", 3), ("zz", 1)):
+            for _ in range(n):
+                sql.insert(conn, sql.NewJob("noop", queue=queue), T0)
+        sql.insert(conn, sql.NewJob("noop", queue="b", scheduled_at=T0 + 60), T0)
+        sql.claim(conn, "a", 1, "n1", T0, 30)
+    assert sql.counts(store.conn) == {"": {"available": 1}, "a": {"available": 1, "executing": 1},
+                                      "b": {"available": 3, "scheduled": 1}, "zz": {"available": 1}}

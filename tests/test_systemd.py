@@ -210,7 +210,10 @@ def test_daemon_notifies_ready_watchdog_stopping_in_order(tmp_path: Path, daemon
         deadline = time.monotonic() + 20
         while not seen or seen[-1].splitlines()[0] != first_line:
             assert time.monotonic() < deadline, f"no {first_line} from the daemon; got {seen}\n{daemon.log()}"
-            seen.append(sock.recv(4096).decode())
+            try:
+                seen.append(sock.recv(4096).decode())
+            except TimeoutError:
+                raise AssertionError(f"no {first_line} from the daemon; got {seen}\n{daemon.log()}") from None
 
     until("READY=1")
     assert seen[-1].splitlines()[1].startswith("STATUS=0 jobs available, 0 executing")

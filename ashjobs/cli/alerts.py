@@ -46,6 +46,7 @@ def raise_(env: Env, severity: str, source: str, partition: str | None, message:
     from ashjobs.clock import SYSTEM, parse_iso
     from ashjobs.errors import UsageError
 
+    require_enabled(env, "alerts")
     at = None
     if triggered_at is not None:
         try:
@@ -59,6 +60,14 @@ def raise_(env: Env, severity: str, source: str, partition: str | None, message:
         emit_json(app.to_dict(record))
     else:
         click.echo(record["id"])
+
+
+def require_enabled(env: Env, app: str) -> None:
+    """Refuse to create records for a built-in app the config turned off: nothing would act on them."""
+    from ashjobs.errors import UsageError
+
+    if not getattr(env.cfg.section("apps"), app).enabled:
+        raise UsageError(f"{env.cfg._where()}: [apps.{app}] enabled = false: the {app} app is turned off")
 
 
 @alerts.command("list")

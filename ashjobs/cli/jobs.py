@@ -8,6 +8,7 @@ import click
 
 from ashjobs.cli.common import Env, console, emit_json, json_option, parse_json_arg, pass_env
 
+JOB_ID = click.IntRange(1, 2**63 - 1)  # SQLite's integer range: a larger id is a usage error, not a crash
 STATE_CHOICE = click.Choice(["available", "scheduled", "executing", "retryable", "completed", "discarded",
                              "cancelled"])
 
@@ -95,7 +96,7 @@ def _styled(state: str) -> str:
 
 
 @jobs.command("show")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @json_option
 @pass_env
 def jobs_show(env: Env, job_id: int, as_json: bool) -> None:
@@ -129,7 +130,7 @@ def jobs_show(env: Env, job_id: int, as_json: bool) -> None:
 
 
 @jobs.command("retry")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @pass_env
 def jobs_retry(env: Env, job_id: int) -> None:
     """Run a discarded, cancelled or completed job again (retryable and scheduled ones: now)."""
@@ -137,7 +138,7 @@ def jobs_retry(env: Env, job_id: int) -> None:
 
 
 @jobs.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @pass_env
 def jobs_cancel(env: Env, job_id: int) -> None:
     """Cancel a job that has not finished; an executing job is stopped."""

@@ -140,6 +140,15 @@ def _write_atomic(path: Path, text: str) -> None:
     except OSError as e:
         raise AshError(f"{path}: cannot write: {e.strerror}") from None
     try:
+        # mkstemp makes it 0600: give it the mode of the file it replaces, else 0644 (less the umask), so the
+        # daemon's own user can read what root wrote.
+        try:
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o644 & ~umask
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -44,9 +44,10 @@ def issue(env: Env, site: str, partition: str | None, ttl: str, join_ttl: str, a
     Example: ashjobs packages issue --site edge-7 --partition p1 --ttl 2h
     """
     from ashjobs.apps import packages as app
-    from ashjobs.cli.alerts import actor
+    from ashjobs.cli.alerts import actor, require_enabled
     from ashjobs.clock import SYSTEM
 
+    require_enabled(env, "packages")
     ttl_s, join_s = _duration(ttl, "--ttl"), _duration(join_ttl, "--join-ttl")
     with env.store() as store, store.tx() as conn:
         record, token = app.issue(conn, SYSTEM.now(), site=site, partition=partition, ttl=ttl_s, join_ttl=join_s,

@@ -21,15 +21,22 @@ def triggers() -> None:
     """
 
 
-def _next_fire(t: Any, now: float) -> float | None:
+def _schedules(env: Env) -> dict[str, Any]:
+    """The cron entry that fires each trigger's scheduler, by trigger name: a `[[cron]]` entry named
+    `trigger:NAME` replaces the trigger's own schedule (that is how a migrated schedules table keeps one)."""
     try:
-        from ashjobs.cron import CronEntry, next_fire
+        from ashjobs import cron
     except ImportError:  # a copy without the cron loop
+        return {}
+    return {e.args["trigger"]: e for e in cron.entries(env.cfg)
+            if e.name.startswith("trigger:") and isinstance(e.args.get("trigger"), str)}
+
+
+def _next_fire(entry: Any, now: float) -> float | None:
+    from ashjobs.cron import next_fire
+
+    if entry is None or entry.paused:
         return None
-    if t.cfg.paused:
-        return None
-    entry = CronEntry(name=f"trigger:{t.name}", task="ashjobs.trigger.schedule", schedule=t.cfg.schedule,
-                           timezone=t.cfg.timezone)
     at = next_fire(entry, now)
     return at if at != float("inf") else None  # @reboot or a schedule that never fires again
 
@@ -41,6 +48,7 @@ def _rows(env: Env) -> list[dict[str, Any]]:
 
     env.load_tasks()  # [app] modules may declare resources and triggers
     loaded = trig.load(env.cfg)
+    schedules = _schedules(env)
     now = SYSTEM.now()
     states: dict[str, dict[str, Any]] = {}
     counts: dict[str, int | None] = {}
@@ -52,10 +60,12 @@ def _rows(env: Env) -> list[dict[str, Any]]:
     out = []
     for name, t in loaded.items():
         s = states.get(name, {})
+        entry = schedules.get(name)
         out.append({
-            "name": name, "resource": t.resource.name, "action": t.cfg.action, "schedule": t.cfg.schedule,
-            "timezone": t.cfg.timezone, "queue": t.cfg.queue, "paused": t.cfg.paused,
-            "next_fire": iso(_next_fire(t, now)), "last_fire": iso(s.get("last_fire_at")),
+            "name": name, "resource": t.resource.name, "action": t.cfg.action,
+            "schedule": entry.schedule if entry else t.cfg.schedule,
+            "timezone": entry.timezone if entry else t.cfg.timezone, "queue": t.cfg.queue,
+            "paused": entry.paused if entry else t.cfg.paused, "next_fire": iso(_next_fire(entry, now)), "last_fire": iso(s.get("last_fire_at")),
             "last_outcome": s.get("last_outcome"), "last_error": s.get("last_error"),
             "last_matched": s.get("last_matched"),
             "last_enqueued": s.get("last_enqueued"),
@@ -132,12 +142,7 @@ def run(env: Env, name: str, wait: bool, timeout: str, as_json: bool) -> None:
                               "enqueued": fire.enqueued, "job_ids": fire.job_ids}
     failed = False
     if wait and fire.job_ids:
-        if presence.daemon_pid(env.cfg.data_dir) is not None:
-            _wait_for_daemon(env, fire.job_ids, limit)
-        else:
-            from ashjobs.executor import run_until_done
-
-            run_until_done(env.cfg, fire.job_ids, limit)
+        _run_or_wait(env, fire.job_ids, limit)
         result["jobs"] = _outcomes(env, fire.job_ids)
         failed = any(j["state"] not in ("completed", "cancelled") for j in result["jobs"])
     if as_json:
@@ -150,6 +155,26 @@ def run(env: Env, name: str, wait: bool, timeout: str, as_json: bool) -> None:
             click.echo(f"  job {j['id']} record {j['record_id']}: {j['state']}{why}")
     if failed:
         sys.exit(1)
+
+
+def _run_or_wait(env: Env, job_ids: list[int], limit: float) -> None:
+    """No daemon on this data dir: run the jobs here, holding the daemon's lock so that a daemon starting
+    meanwhile cannot rescue them from under us (same node name). Else wait for the daemon to run them."""
+    from ashjobs import presence
+    from ashjobs.errors import AshError
+
+    lock = presence.DaemonLock(env.cfg.data_dir)
+    try:
+        lock.acquire()
+    except AshError:
+        _wait_for_daemon(env, job_ids, limit)
+        return
+    try:
+        from ashjobs.executor import run_until_done
+
+        run_until_done(env.cfg, job_ids, limit)
+    finally:
+        lock.release()
 
 
 def _wait_for_daemon(env: Env, job_ids: list[int], limit: float) -> None:

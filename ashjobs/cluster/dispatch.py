@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ashjobs import logs
 from ashjobs.cluster import routing
 from ashjobs.cluster.leases import LeaseTable
 from ashjobs.cluster.registry import Registry, Source
@@ -333,6 +334,8 @@ class Dispatcher:
                     self.leases.note_lost(job_id, node)
             self.registry.set_leased(node, self.leases.held_by(node))
         self.svc.stats["cluster_leases_lost"] += n
+        if reason is None:  # the lifeline: these leases expired (not a failed dispatch)
+            self.svc.stats["leases_expired"] += n
         self._wake.set()
 
     async def _lifeline_loop(self) -> None:
@@ -379,12 +382,11 @@ class Dispatcher:
         hooks = _finish_hooks()
         now = self.svc.clock.now()
 
-        def write(conn: sqlite3.Connection) -> None:
-            for job_id, owner in orphans:
-                sj.rescue(conn, now, ids=[job_id], expired_before=now, reason=f"lease expired on {owner}",
-                          on_finish=hooks)
+        def write(conn: sqlite3.Connection) -> int:
+            return sum(len(sj.rescue(conn, now, ids=[job_id], expired_before=now, reason=f"lease expired on {owner}",
+                                     on_finish=hooks)) for job_id, owner in orphans)
 
-        await self.svc.write(write)
+        self.svc.stats["leases_expired"] += await self.svc.write(write)
         for job_id, owner in orphans:
             if owner:
                 self.leases.note_lost(job_id, owner)
@@ -475,7 +477,12 @@ class Dispatcher:
         foreign = [r for r in results if held.get(r.job_id, node) != node]
         results = [r for r in results if held.get(r.job_id, node) == node]
 
+        logging_outcomes = log.isEnabledFor(logging.INFO)
+        leased: dict[int, tuple[str, int, int]] = {}
+
         def write(conn: sqlite3.Connection) -> list[sj.Result]:
+            if logging_outcomes:  # read before finishing: what the outcome lines name
+                leased.update(sj.leased_attempts(conn, [r.job_id for r in results]))
             refused = sj.finish(conn, results, now, on_finish=hooks) + foreign
             if refused:
                 sp.bump(conn, "stale_results_refused", len(refused))
@@ -486,6 +493,8 @@ class Dispatcher:
         for r in results:
             if (r.job_id, r.token) not in stale:
                 self.leases.release(r.job_id, r.token)
+                task, attempt, _ = leased.get(r.job_id, ("?", 0, 0))
+                logs.job_outcome(log, r, task, attempt)  # once, here where the outcome is recorded
         if refused:
             self.svc.stats["stale_results_refused"] += len(refused)
             log.warning("cluster: refused %d stale result(s) from %s (jobs %s)", len(refused), node,

@@ -8,18 +8,22 @@ import json
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
 from ashjobs import queue as rules
 from ashjobs.clock import iso
 from ashjobs.queue import Outcome, State
 
-# One encoder built once: json.dumps with options builds a new one per call, which dominates bulk inserts.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+# One C encoder built once: json.dumps (and JSONEncoder.encode) build a new one per call, which dominates
+# bulk inserts. The shared markers dict still catches circular structures.
+_encode = c_make_encoder({}, str, encode_basestring_ascii, None, ":", ",", False, False, True)
 
 
 def dumps(value: Any) -> str:
-    return _encode(value) if value else "{}" if isinstance(value, dict) else _encode(value)
+    if not value and isinstance(value, dict):
+        return "{}"
+    return "".join(_encode(value, 0))
 
 
 @dataclass
@@ -126,11 +130,27 @@ def insert(conn: sqlite3.Connection, job: NewJob, now: float) -> tuple[int, Stat
     return existing[0], existing[1], True
 
 
+# Most bulk inserts set only these columns; binding 8 parameters instead of 15 nearly doubles the rate.
+_INSERT_LEAN = ("INSERT INTO jobs (state, queue, task, args, priority, max_attempts, scheduled_at, inserted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _is_lean(j: NewJob) -> bool:
+    return (not j.meta and j.partition is None and j.domain is None and j.actor is None and j.timeout is None
+            and j.unique is None)
+
+
 def insert_many(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[tuple[int, State, bool]]:
+    """Insert jobs in the caller's transaction; ids are contiguous (one writer holds the lock)."""
     if any(j.unique for j in jobs):
         return [insert(conn, j, now) for j in jobs]
-    sql = _INSERT.replace("RETURNING id, state", "")
-    conn.executemany(sql, [_insert_params(j, now) for j in jobs])
+    if all(_is_lean(j) for j in jobs):
+        conn.executemany(_INSERT_LEAN, [
+            ("available" if j.scheduled_at is None or j.scheduled_at <= now else "scheduled", j.queue, j.task,
+             dumps(j.args), j.priority, j.max_attempts, now if j.scheduled_at is None else j.scheduled_at, now)
+            for j in jobs])
+    else:
+        conn.executemany(_INSERT.replace("RETURNING id, state", ""), [_insert_params(j, now) for j in jobs])
     last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     first = last - len(jobs) + 1
     return [(first + i, "available" if (j.scheduled_at or 0) <= now else "scheduled", False)
@@ -296,24 +316,25 @@ def finish(conn: sqlite3.Connection, results: Iterable[Result], now: float,
 
 
 def _complete_many(conn: sqlite3.Connection, results: list[Result], now: float) -> list[Result]:
-    """The common case in bulk: successful attempts, each fenced by its token. Attempts are written first
-    (only for rows still leased to the reporter); if any result is stale, redo those rows one by one."""
-    params = [(r.node, r.started_at, now, now - r.started_at, r.job_id, r.token) for r in results]
-    conn.executemany(
+    """The common case in bulk: successful attempts, each fenced by its token, in two statements whatever
+    the batch size. An attempt row is written only for a job still executing under the reported token;
+    the jobs that got one are then completed. Returns the stale results (they got none)."""
+    batch = json.dumps([[r.job_id, r.token, r.node, r.started_at] for r in results])
+    before = conn.execute("SELECT coalesce(max(id), 0) FROM attempts").fetchone()[0]
+    conn.execute(
         "INSERT INTO attempts (job_id, attempt, task, queue, node, started_at, finished_at, outcome, duration) "
-        "SELECT id, attempt, task, queue, ?1, ?2, ?3, 'success', max(?4, 0) FROM jobs "
-        "WHERE id = ?5 AND state = 'executing' AND lease_token = ?6", params)
-    cur = conn.executemany(
+        "SELECT j.id, j.attempt, j.task, j.queue, json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'), "
+        "?1, 'success', max(?1 - json_extract(r.value, '$[3]'), 0) FROM json_each(?2) AS r CROSS "
+        "JOIN jobs AS j ON j.id = json_extract(r.value, '$[0]') AND j.state = 'executing' "
+        "AND j.lease_token = json_extract(r.value, '$[1]')", (now, batch))
+    done = conn.execute(
         "UPDATE jobs SET state = 'completed', completed_at = ?, lease_owner = NULL, lease_token = NULL, "
-        f"lease_expires_at = NULL, {_unique_after('completed')} WHERE id = ? AND state = 'executing' "
-        "AND lease_token = ?", [(now, r.job_id, r.token) for r in results])
-    if cur.rowcount == len(results):
+        f"lease_expires_at = NULL, {_unique_after('completed')} "
+        "WHERE id IN (SELECT job_id FROM attempts WHERE id > ?)", (now, before)).rowcount
+    if done == len(results):
         return []
-    # Some were stale: they matched neither statement, so they are the ids still not completed by us.
-    done = {row[0] for row in conn.execute(
-        f"SELECT job_id FROM attempts WHERE finished_at = ? AND job_id IN ({','.join('?' * len(results))})",
-        [now, *(r.job_id for r in results)])}
-    return [r for r in results if r.job_id not in done]
+    ok = {row[0] for row in conn.execute("SELECT job_id FROM attempts WHERE id > ?", (before,))}
+    return [r for r in results if r.job_id not in ok]
 
 
 def _hooks_for(conn: sqlite3.Connection, done: list[Result], now: float, on_finish: OnFinish) -> None:
@@ -464,6 +485,15 @@ def states_of(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[s
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
+def leased_attempts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[str, int, int]]:
+    """(task, attempt, lease token) of those of `ids` that are executing: what a result's log line names."""
+    if not ids:
+        return {}
+    rows = conn.execute("SELECT id, task, attempt, lease_token FROM jobs WHERE state = 'executing' "
+                        "AND id IN (SELECT value FROM json_each(?))", (dumps(list(ids)),))
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
 def attempts(conn: sqlite3.Connection, job_id: int) -> list[dict[str, Any]]:
     rows = conn.execute("SELECT attempt, node, outcome, error, started_at, finished_at, duration FROM attempts "
                         "WHERE job_id = ? ORDER BY id", (job_id,))
@@ -483,12 +513,16 @@ def list_jobs(conn: sqlite3.Connection, *, state: str | None = None, queue: str 
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-    """{queue: {state: n}}, from the fetch index alone (fast on millions of rows)."""
+    """{queue: {state: n}} from the fetch index alone, fast on millions of rows: each state's queues are
+    found by seeking the index (no scan), then each (state, queue) range is counted without grouping."""
     out: dict[str, dict[str, int]] = {}
     for state in rules.STATES:
-        for queue, n in conn.execute("SELECT queue, count(*) FROM jobs INDEXED BY jobs_fetch WHERE state = ? "
-                                     "GROUP BY queue", (state,)):
-            out.setdefault(queue, {})[state] = n
+        queue, op = "", ">="
+        while (row := conn.execute(f"SELECT queue FROM jobs WHERE state = ? AND queue {op} ? "
+                                   "ORDER BY state, queue LIMIT 1", (state, queue)).fetchone()) is not None:
+            queue, op = row[0], ">"
+            out.setdefault(queue, {})[state] = conn.execute(
+                "SELECT count(*) FROM jobs WHERE state = ? AND queue = ?", (state, queue)).fetchone()[0]
     return out
 
 

@@ -78,6 +78,8 @@ def insert(conn: sqlite3.Connection, res: Resource, values: Mapping[str, Any]) -
 
 def get(conn: sqlite3.Connection, res: Resource, record_id: int) -> dict[str, Any] | None:
     ensure(conn, res)
+    if not -(2**63) <= record_id < 2**63:  # an id typed by a user: SQLite cannot even bind it
+        return None
     row = conn.execute(f"SELECT * FROM {table(res)} WHERE id = ?", (record_id,)).fetchone()
     return dict(row) if row is not None else None
 
