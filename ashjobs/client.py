@@ -71,7 +71,10 @@ def build_job(task_name: str, args: dict[str, Any] | None = None, *, queue: str 
         if period <= 0:
             raise UsageError("unique_for: must be a positive duration")
         unique = Unique(period=period)
-    if t.routed and partition is None:
+    for name, value in (("partition", partition), ("domain", domain)):
+        if value is not None and (not value or value != value.strip()):
+            raise UsageError(f"{name}: expected a non-empty name without surrounding spaces, got {value!r}")
+    if partition is None and (t.routed or domain is not None):  # naming a domain routes the job too
         partition = "default"
     return sql.NewJob(task=task_name, args=args, queue=queue or t.queue, priority=prio, max_attempts=attempts,
                       scheduled_at=scheduled_at, unique=unique or t.unique, partition=partition, domain=domain,

@@ -73,6 +73,10 @@ class NodeConfig:
             return "roles: at least one of 'scheduler', 'poller'"
         if self.capacity < 1:
             return "capacity: must be >= 1"
+        if not self.partition or self.partition != self.partition.strip():
+            return f"partition: expected a non-empty name without surrounding spaces, got {self.partition!r}"
+        if any(not d or d != d.strip() for d in self.domains):
+            return "domains: expected non-empty names without surrounding spaces"
         return None
 
 

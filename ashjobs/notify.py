@@ -209,7 +209,8 @@ async def run_command(cfg: CommandConfig, body: bytes, *, notification_id: int, 
         return Delivery("command", False, None, f"cannot run {cfg.argv[0]!r}: {e.strerror or e}",
                         time.monotonic() - started)
     try:
-        _, err = await asyncio.wait_for(proc.communicate(body), cfg.timeout)
+        async with asyncio.timeout(cfg.timeout):  # not wait_for: on 3.11 it can swallow a racing cancel
+            _, err = await proc.communicate(body)
     except (TimeoutError, asyncio.CancelledError) as e:
         try:
             os.killpg(proc.pid, 9)  # the whole group: a script's children must not outlive it

@@ -81,6 +81,8 @@ def render(data: dict[str, Any]) -> Any:
     head.add_row("jobs", "  ".join(f"{s} {n}" for s, n in jobs.items()))
     if data.get("oldest_available_age_s") is not None:
         head.add_row("oldest available", f"{data['oldest_available_age_s']:.1f}s")
+    if data.get("cluster"):
+        head.add_row("cluster", "  ".join(f"{k.replace('_', ' ')} {v}" for k, v in data["cluster"].items()))
     parts: list[Any] = [head]
     if data["queues"]:
         q = Table("queue", "limit", "paused", *STATES, title="queues", title_justify="left", box=None)

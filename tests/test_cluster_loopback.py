@@ -162,15 +162,18 @@ def test_sigkill_of_a_poller_moves_its_job_and_fences_its_late_result(failover: 
     job = sched.cli.job(job_id)
     assert job["state"] == "completed" and attempts_nodes(job) == [(victim, "lost"), (other, "success")]
     assert sched.cli.json("status")["cluster"]["stale_results_refused"] == 1
-
+    assert "stale results refused 1" in sched.cli.run("status").stdout  # the rich rendering says it too
 
 
 def test_graceful_poller_stop_hands_its_job_back_without_burning_an_attempt(failover: dict[str, Node]) -> None:
     sched = failover["sched"]
     _wait_linked(sched, {"k1", "k2"})
     job_id = sched.cli.enqueue("sleep", {"seconds": 4.0}, "--partition", "p1")
-    victim = sched.cli.wait_for(lambda: lease_of(sched, job_id), 15, "the job to run")["node"]
+    lease = sched.cli.wait_for(lambda: lease_of(sched, job_id), 15, "the job to run")
+    victim = lease["node"]
     other = ({"k1", "k2"} - {victim}).pop()
+    shown = sched.cli.job(job_id)["lease"]  # the current lease, while the job runs
+    assert (shown["node"], shown["token"]) == (victim, lease["token"]) and shown["expires_at"]
     assert failover[victim].daemon.terminate() == 0  # grace_period 2s < the job's 4s: handed back
     assert sched.cli.wait_finished([job_id], timeout=20)[job_id] == "completed"
     job = sched.cli.job(job_id)
@@ -196,10 +199,13 @@ def test_a_restarted_scheduler_adopts_the_leases_its_pollers_still_renew(tmp_pat
             n.stop()
 
 
-@pytest.mark.parametrize("case", ["missing secret", "secret readable by others", "TXT entry too long"])
+@pytest.mark.parametrize("case", ["missing secret", "secret readable by others", "TXT entry too long",
+                                  "unknown mDNS interface"])
 def test_a_bad_cluster_setup_is_refused_at_start_with_one_line(tmp_path: Path, case: str) -> None:
     node = Node(tmp_path, "bad", ["poller"], "p1", ["x" * 300] if case == "TXT entry too long" else [])
     node.discovery = ["mdns"]  # refused before any mDNS traffic
+    if case == "unknown mDNS interface":
+        node.extra = 'interfaces = ["nope0"]\n'  # appended to [cluster]
     node.write_config()
     if case != "missing secret":
         make_secret(tmp_path)
@@ -210,5 +216,6 @@ def test_a_bad_cluster_setup_is_refused_at_start_with_one_line(tmp_path: Path, c
     line = p.stderr.strip()
     assert "\n" not in line
     expected = {"missing secret": "cluster secret file not found", "secret readable by others": "chmod 600",
-                "TXT entry too long": "TXT entry 'domain' would be"}[case]
+                "TXT entry too long": "TXT entry 'domain' would be",
+                "unknown mDNS interface": "no network interface 'nope0'"}[case]
     assert expected in line

@@ -79,6 +79,27 @@ def _result(item: Any, node: str, now: float) -> sj.Result:
                      discard=discard and outcome == "failure")
 
 
+def _chunks(jobs: list[dict[str, Any]], budget: int) -> tuple[list[list[dict[str, Any]]], list[tuple[Any, int]]]:
+    """Jobs split into "run" calls of at most `budget` bytes each (big args must not make one call too big to
+    send, which would lose every job in it); → (chunks, [(job, size)] of those too big even alone)."""
+    import msgpack
+
+    chunks: list[list[dict[str, Any]]] = []
+    too_big: list[tuple[Any, int]] = []
+    size = 0
+    for job in jobs:
+        n = len(msgpack.packb(job, use_bin_type=True))
+        if n > budget:
+            too_big.append((job, n))
+            continue
+        if not chunks or size + n > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(job)
+        size += n
+    return chunks, too_big
+
+
 def _loads(text: str) -> Any:
     return {} if text == "{}" else json.loads(text)
 
@@ -153,8 +174,8 @@ class Dispatcher:
         while True:
             try:
                 await self._mark_waiting(reason)
-            except sqlite3.Error as e:
-                log.error("cluster: marking waiting jobs failed: %s", e)
+            except Exception:  # a bad row or a hook's bug must not take the daemon down: try again later
+                log.exception("cluster: marking waiting jobs failed")
             self.svc.beat("cluster")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
@@ -181,8 +202,8 @@ class Dispatcher:
             try:
                 if await self.dispatch_once() >= MAX_BATCH:
                     self._wake.set()
-            except sqlite3.Error as e:
-                log.error("cluster: dispatch round failed: %s", e)
+            except Exception:
+                log.exception("cluster: dispatch round failed")
                 await asyncio.sleep(0.5)
 
     async def dispatch_once(self) -> int:
@@ -241,6 +262,17 @@ class Dispatcher:
                  "args": _loads(r["args"]), "meta": _loads(r["meta"]), "attempt": r["attempt"],
                  "max_attempts": r["max_attempts"], "timeout": r["timeout"], "actor": r["actor"]} for r in rows]
         peer = self.links.get(node)
+        chunks, too_big = _chunks(jobs, peer.max_frame // 2 if peer is not None else 1 << 62)
+        if too_big:  # sending it again would not help: fail it for good, saying why
+            now = self.svc.clock.now()
+            failed = [sj.Result(j["id"], j["token"], "failure", node, now, 0.0,
+                                f"job too big to send to a poller ({size} bytes; frame limit "
+                                f"{peer.max_frame if peer else 0})", discard=True) for j, size in too_big]
+            await self._finish_refused(node, [], failed)
+        for chunk in chunks:
+            await self._send_chunk(node, peer, chunk)
+
+    async def _send_chunk(self, node: str, peer: Peer | None, jobs: list[dict[str, Any]]) -> None:
         try:
             if peer is None:
                 raise ConnectionError("no link")
@@ -263,18 +295,22 @@ class Dispatcher:
                 failed.append(sj.Result(job_id, tokens[job_id], "failure", node, self.svc.clock.now(), 0.0,
                                         f"poller {node} refused the job: {reason}"))
         if back or failed:
-            hooks = _finish_hooks()
-            now = self.svc.clock.now()
+            await self._finish_refused(node, back, failed)
 
-            def write(conn: sqlite3.Connection) -> None:
-                sj.requeue(conn, back)
-                sj.finish(conn, failed, now, on_finish=hooks)
+    async def _finish_refused(self, node: str, back: list[tuple[int, int]], failed: list[sj.Result]) -> None:
+        """Jobs a poller did not start: those it had no room for go back, the rest fail."""
+        hooks = _finish_hooks()
+        now = self.svc.clock.now()
 
-            await self.svc.write(write)
-            for job_id, token in [*back, *((r.job_id, r.token) for r in failed)]:
-                self.leases.release(job_id, token)
-            self.registry.set_leased(node, self.leases.held_by(node))
-            self._wake.set()
+        def write(conn: sqlite3.Connection) -> None:
+            sj.requeue(conn, back)
+            sj.finish(conn, failed, now, on_finish=hooks)
+
+        await self.svc.write(write)
+        for job_id, token in [*back, *((r.job_id, r.token) for r in failed)]:
+            self.leases.release(job_id, token)
+        self.registry.set_leased(node, self.leases.held_by(node))
+        self._wake.set()
 
     async def _rescue(self, by_node: dict[str, list[tuple[int, int]]], reason: str | None = None) -> None:
         """Record the attempts lost and make the jobs available again (fenced: only the leases we name)."""
@@ -317,8 +353,8 @@ class Dispatcher:
                     log.warning("cluster: lease of job %d on %s expired", lease.job_id, lease.node)
                 try:
                     await self._rescue(by_node)
-                except sqlite3.Error as e:
-                    log.error("cluster: lifeline failed: %s", e)
+                except Exception:  # e.g. a task's on_finish hook raised; the stored expiry retries it
+                    log.exception("cluster: rescuing expired leases failed")
 
     async def _housekeeping_loop(self) -> None:
         """Once a heartbeat: leases nobody here holds (a restart) expire by their stored wall-clock time,
@@ -331,8 +367,8 @@ class Dispatcher:
                 if self.registry.version != self._persisted:
                     self._persisted = self.registry.version
                     await self._persist()
-            except sqlite3.Error as e:
-                log.error("cluster: housekeeping failed: %s", e)
+            except Exception:
+                log.exception("cluster: housekeeping failed")
 
     async def _persist(self) -> None:
         rows, now, node = self.registry.rows(), self.svc.clock.now(), self.svc.node

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from ashjobs.cluster.dispatch import Dispatcher
@@ -19,13 +20,14 @@ from ashjobs.cluster.registry import Source
 from ashjobs.errors import AshError, ConfigError
 
 if TYPE_CHECKING:
-    from ashjobs.cluster.config import ClusterConfig
+    from ashjobs.cluster.config import ClusterConfig, TlsConfig
     from ashjobs.cluster.rpc import Peer, Server
     from ashjobs.services import Services
 
 log = logging.getLogger("ashjobs.cluster")
 
 PROTOCOL = 1
+MAX_MDNS_PEERS = 512  # pollers taken from mDNS at once: a LAN host cannot make us dial without end
 
 
 class ClusterNode:
@@ -43,9 +45,11 @@ class ClusterNode:
         self.port = 0
         self._secret = b""
         self._client_ssl: Any = None
+        self._server_ssl: Any = None
         self._handlers: dict[str, Any] = {}
         self._dials: dict[str, asyncio.Task[None]] = {}
         self._addr_node: dict[str, str] = {}
+        self._mdns_addr: dict[str, str] = {}  # node name in an mDNS record → the address we dial for it
         self._tasks: set[asyncio.Task[Any]] = set()
         self._advertiser: Any = None
         self._browser: Any = None
@@ -65,10 +69,14 @@ class ClusterNode:
             return f"cluster is off on {self.svc.node}: no secret at {path} (run `ashjobs init`)"
         self._secret = load_secret(path)
         self._cluster_id = cluster_id(self._secret)
-        if self.runner is not None and "mdns" in self.cfg.discovery:
-            from ashjobs.cluster.discovery import txt_record
+        if self.cfg.tls.enabled:
+            self._server_ssl, self._client_ssl = _load_tls(self.cfg.tls)
+        if "mdns" in self.cfg.discovery:
+            from ashjobs.cluster.discovery import _interface_ips, txt_record
 
-            txt_record({**self.info(), "node": self.svc.node})
+            if self.runner is not None:
+                txt_record({**self.info(), "node": self.svc.node})
+            _interface_ips(list(self.cfg.interfaces))  # an unknown interface: refused now, not once running
         return None
 
     # --- identity ----------------------------------------------------------------------------------------
@@ -76,9 +84,9 @@ class ClusterNode:
     def address(self) -> str:
         adv = self.cfg.advertise_addr
         if adv is not None:
-            return f"{adv[0]}:{adv[1]}"
+            return _hostport(*adv)
         host = self.cfg.listen_addr[0]
-        return f"{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{self.port}"
+        return _hostport("127.0.0.1" if host in ("0.0.0.0", "", "::") else host, self.port)
 
     def info(self, link: str | None = None) -> dict[str, Any]:
         node = self.svc.cfg.node
@@ -99,9 +107,7 @@ class ClusterNode:
             assert self.dispatcher is not None
             await self.dispatcher.run_disabled(self.off_reason)
             return
-        server_ssl = None
-        if self.cfg.tls.enabled:
-            server_ssl, self._client_ssl = rpc.tls_contexts(self.cfg.tls.cert, self.cfg.tls.key, self.cfg.tls.ca)
+        server_ssl = self._server_ssl
         if self.dispatcher is not None:
             self._handlers.update(self.dispatcher.handlers())
         if self.runner is not None:
@@ -124,7 +130,7 @@ class ClusterNode:
                     self.dispatcher.registry.add_address(peer, "static")  # listed in `peers` until reached
                     self.dial(peer, "dispatch", "static")
             if self.runner is not None:  # our own poller, through the same path as any other
-                self.dial(f"{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{self.port}",
+                self.dial(_hostport("127.0.0.1" if host in ("0.0.0.0", "", "::") else host, self.port),
                           "dispatch", "static")
         if self.runner is not None:
             loops.append(self.runner.run())
@@ -170,10 +176,12 @@ class ClusterNode:
     def dial(self, address: str, link: str, source: Source) -> None:
         key = f"{link} {address}"
         if key not in self._dials or self._dials[key].done():
-            self._dials[key] = asyncio.create_task(self._dial_loop(address, link, source), name=f"dial {key}")
+            task = self._dials[key] = asyncio.create_task(self._dial_loop(address, link, source), name=f"dial {key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def undial(self, address: str, link: str) -> None:
-        """mDNS said goodbye: stop redialling (a live link stays until it closes on its own)."""
+        """mDNS said goodbye: stop redialling. A live link stays until it closes; then its loop ends."""
         task = self._dials.pop(f"{link} {address}", None)
         node = self._addr_node.get(address)
         if task is not None and not (self.dispatcher and self.dispatcher.linked_to(node)):
@@ -185,7 +193,8 @@ class ClusterNode:
 
         host, port = parse_hostport(address, DEFAULT_PORT)
         pause, warned = 0.1, False
-        while True:
+        key = f"{link} {address}"
+        while self._dials.get(key) is asyncio.current_task():  # until undialled
             existing = self._live_link(self._addr_node.get(address), link)
             if existing is not None:  # reached over another connection: wait for that one to end
                 await existing.closed.wait()
@@ -292,13 +301,35 @@ class ClusterNode:
         addresses, port = info.get("addresses") or [], info.get("port")
         if "poller" not in roles or not addresses or not isinstance(port, int):
             return
-        address = f"{addresses[0]}:{port}"
+        address, node = _hostport(str(addresses[0]), port), str(info.get("node"))
+        before = self._mdns_addr.pop(node, None)
+        if before is not None and (event == "removed" or before != address):  # gone, or moved (a new IP)
+            self.dispatcher.registry.drop_address(before)
+            self.undial(before, "dispatch")
         if event == "removed":
-            self.dispatcher.registry.drop_address(address)
-            self.undial(address, "dispatch")
             return
+        if len(self._mdns_addr) >= MAX_MDNS_PEERS:
+            log.warning("cluster: ignoring poller %s seen over mDNS: already %d from mDNS", node, MAX_MDNS_PEERS)
+            return
+        self._mdns_addr[node] = address
         self.dispatcher.registry.add_address(address, "mdns", info)
         self.dial(address, "dispatch", "mdns")
+
+
+def _load_tls(tls: TlsConfig) -> tuple[Any, Any]:
+    """(server, client) SSL contexts, or ConfigError (one line) for a missing or unusable file."""
+    import ssl
+
+    from ashjobs.cluster.rpc import tls_contexts
+
+    for key in ("cert", "key", "ca"):
+        path = getattr(tls, key)
+        if not os.path.isfile(path):
+            raise ConfigError(f"cluster.tls.{key}: {path}: no such file")
+    try:
+        return tls_contexts(tls.cert, tls.key, tls.ca)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cluster.tls: cannot use {tls.cert} / {tls.key} / {tls.ca}: {e}") from None
 
 
 def _registered_address(peer: Peer) -> str:
@@ -307,8 +338,13 @@ def _registered_address(peer: Peer) -> str:
     said = peer.remote_info.get("address")
     seen = peer.remote_addr[0]
     if not isinstance(said, str) or len(said) > 300 or ":" not in said:
-        return f"{seen}:?"
+        return _hostport(seen, "?")
     host, _, port = said.rpartition(":")
     if host in ("127.0.0.1", "localhost") and seen not in ("127.0.0.1", "::1"):
-        return f"{seen}:{port}"
+        return _hostport(seen, port)
     return said
+
+
+def _hostport(host: str, port: int | str) -> str:
+    """host:port, with an IPv6 address in brackets so that it parses back (parse_hostport)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -56,6 +56,21 @@ class Upstream:
         return self.peer is not None and not self.peer.closed.is_set()
 
 
+def _batch(outbox: deque[dict[str, Any]], max_frame: int) -> list[dict[str, Any]]:
+    """The head of the outbox, as much as fits in half a frame (at least one result): a backlog after a
+    long cut, or long error texts, must not make one call too big to send, forever."""
+    import msgpack
+
+    out: list[dict[str, Any]] = []
+    size = 0
+    for item in outbox:
+        size += len(msgpack.packb(item, use_bin_type=True))
+        if out and size > max_frame // 2:
+            break
+        out.append(item)
+    return out
+
+
 def _sane_ttl(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0.1 <= value <= 86400
 
@@ -84,8 +99,7 @@ class Runner:
             return False
         up = self.upstreams.get(node)
         if up is None:
-            ttl = peer.remote_info.get("lease_ttl")
-            up = self.upstreams[node] = Upstream(node, float(ttl) if _sane_ttl(ttl) else self.ttl)
+            up = self.upstreams[node] = Upstream(node, self.ttl)
             up.renewed_at = self.svc.clock.monotonic()
             up.loops = [asyncio.create_task(self._heartbeat_loop(up)), asyncio.create_task(self._send_loop(up))]
         if up.live and up.peer is not peer:
@@ -94,6 +108,9 @@ class Runner:
             closing = asyncio.ensure_future(up.peer.close("replaced by our own registration"))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
+        ttl = peer.remote_info.get("lease_ttl")
+        if _sane_ttl(ttl):  # the scheduler's TTL rules its leases (and a restarted one may have another)
+            up.ttl = float(ttl)
         up.peer = peer
         up.kick.set()
         up.beat.set()  # renew at once: the leases we hold may be close to their end after a cut
@@ -206,18 +223,24 @@ class Runner:
             await up.kick.wait()
             up.kick.clear()
             while up.outbox and up.live:
-                batch = list(up.outbox)
                 assert up.peer is not None
+                batch = _batch(up.outbox, up.peer.max_frame)
                 try:
                     reply = await up.peer.call("result", {"results": batch}, timeout=up.ttl)
                 except RpcError as e:  # the scheduler read and rejected them: sending again would not help
                     log.error("cluster: scheduler %s rejected %d result(s): %s", up.node, len(batch), e)
                     reply = None
+                except ValueError as e:  # one result alone over the frame limit: it can never be sent
+                    log.error("cluster: dropping a result for %s: %s", up.node, e)
+                    reply = None
                 except Exception as e:
                     log.info("cluster: cannot deliver %d result(s) to %s yet: %s", len(batch), up.node, e)
                     await asyncio.sleep(min(1.0, up.ttl / 4))
                     continue
-                for _ in batch:
+                # The batch is what is left of the outbox's head: new results went to its tail meanwhile, and
+                # trimming a full outbox may have dropped some of the batch from its head.
+                sent = {id(r) for r in batch}
+                while up.outbox and id(up.outbox[0]) in sent:
                     up.outbox.popleft()
                 stop = reply.get("stop") if isinstance(reply, dict) else None
                 if stop:
@@ -232,15 +255,20 @@ class Runner:
         try:
             reply = await up.peer.call("heartbeat", {"leases": leases, "in_flight": self.in_flight,
                                                      "capacity": self.capacity, "draining": self.draining},
-                                       timeout=max(self.heartbeat, 0.5))
+                                       timeout=max(self._interval(up), 0.5))
         except Exception as e:
             log.info("cluster: heartbeat to %s failed: %s", up.node, e)
             return
         up.renewed_at = max(up.renewed_at, sent)
         stop = reply.get("stop") if isinstance(reply, dict) else None
+        sent_ids = {pair[0] for pair in leases}
         for job_id in stop if isinstance(stop, list) else []:
-            if isinstance(job_id, int) and any(job_id == pair[0] for pair in leases):
+            if isinstance(job_id, int) and job_id in sent_ids:
                 self._stop(up, job_id, "its lease is no longer ours")
+
+    def _interval(self, up: Upstream) -> float:
+        """Our heartbeat, but never slower than a third of the scheduler's lease TTL (configs may differ)."""
+        return min(self.heartbeat, up.ttl / 3)
 
     async def _heartbeat_loop(self, up: Upstream) -> None:
         was_live = False
@@ -250,7 +278,7 @@ class Runner:
             was_live = up.live
             await self.heartbeat_now(up)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.heartbeat if up.live else min(self.heartbeat, 0.2)):
+                async with asyncio.timeout(self._interval(up) if up.live else min(self._interval(up), 0.2)):
                     await up.beat.wait()
             up.beat.clear()
 

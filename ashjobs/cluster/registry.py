@@ -19,6 +19,7 @@ from ashjobs.clock import Clock
 from ashjobs.cluster.routing import Poller, PollerState
 
 Source = Literal["mdns", "static", "registered"]
+MAX_COUNT = 1 << 31  # a peer's capacity or load beyond this is nonsense (and would overflow SQLite's INTEGER)
 
 
 @dataclass
@@ -69,7 +70,7 @@ def parse_info(info: Mapping[str, Any]) -> tuple[str, tuple[str, ...], int]:
         domains = [d for d in domains.split(",") if d]
     cap = info.get("cap", info.get("capacity", 0))
     try:
-        cap = max(0, int(cap))
+        cap = min(max(0, int(cap)), MAX_COUNT)
     except (TypeError, ValueError):
         cap = 0
     return (partition if isinstance(partition, str) and partition else "default",
@@ -128,7 +129,7 @@ class Registry:
         rec = self.by_node.get(node)
         if rec is None:
             return None
-        rec.others = max(0, in_flight - ours)
+        rec.others = min(max(0, in_flight - ours), MAX_COUNT)
         rec.draining = draining
         self._heard(rec)
         return rec

@@ -11,7 +11,7 @@ Handshake (symmetric: each side sends a step as soon as it has what that step ne
 
     1. hello    {"ashjobs": PROTOCOL_VERSION, "node": name, "nonce": 32 random bytes}
     2. proof    {"proof": HMAC-SHA256(secret, [label, own role, client nonce, server nonce, client node, server node])}
-    3. welcome  {"info": node info, "idle": idle timeout}   (only once the peer's proof verified)
+    3. welcome  {"info": node info, "idle": idle timeout, "max_frame": frame limit}   (once the peer's proof verified)
 
 Either side may instead send {"refused": reason} and close. No method runs before both proofs verify, and
 pre-auth frames are limited to HANDSHAKE_FRAME bytes with tiny msgpack limits, so an unauthenticated peer
@@ -56,6 +56,7 @@ PROTOCOL_VERSION = 1
 REQUEST, RESPONSE, NOTIFY = 0, 1, 2
 MAX_FRAME = 1 << 20
 HANDSHAKE_FRAME = 4096  # limit for frames before authentication
+MIN_FRAME = 1024  # the smallest frame limit a peer may ask us to keep to
 HANDSHAKE_TIMEOUT = 5.0
 IDLE_TIMEOUT = 10.0
 MIN_IDLE = 0.1
@@ -203,8 +204,9 @@ async def _expect(reader: asyncio.StreamReader, max_frame: int, limits: dict[str
 
 async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, secret: bytes, node: str,
                      info: dict[str, Any], role: str, idle_timeout: float, max_frame: int,
-                     where: str) -> tuple[str, dict[str, Any], float]:
-    """Run the handshake of the module docstring; → (remote node, remote info, remote idle timeout)."""
+                     where: str) -> tuple[str, dict[str, Any], float, int]:
+    """Run the handshake of the module docstring; → (remote node, remote info, remote idle timeout, the frame
+    limit to send with: the smaller of both sides', so neither sends what the other would refuse)."""
     nonce = secrets.token_bytes(_NONCE)
     _send_now(writer, {"ashjobs": PROTOCOL_VERSION, "node": node, "nonce": nonce})
     hello = await _expect(reader, HANDSHAKE_FRAME, _HANDSHAKE_LIMITS, f"peer at {where}", "ashjobs")
@@ -225,12 +227,14 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     if not (isinstance(proof, bytes) and hmac.compare_digest(proof, expected)):
         _send_now(writer, {"refused": "authentication failed (wrong cluster secret?)"})
         raise AuthError(f"{who} failed authentication: wrong cluster secret")
-    _send_now(writer, {"info": info, "idle": idle_timeout}, max_frame)
+    _send_now(writer, {"info": info, "idle": idle_timeout, "max_frame": max_frame}, max_frame)
     msg = await _expect(reader, max_frame, _unpack_limits(max_frame), who, "info")
     remote_info, remote_idle = msg["info"], msg.get("idle")
     if not isinstance(remote_info, dict) or not isinstance(remote_idle, int | float) or remote_idle <= 0:
         raise ProtocolError(f"{who}: malformed welcome")
-    return remote, remote_info, max(float(remote_idle), MIN_IDLE)  # a tiny idle must not make us ping flat out
+    remote_max = msg.get("max_frame")
+    send_limit = min(max_frame, max(remote_max, MIN_FRAME)) if isinstance(remote_max, int) else max_frame
+    return remote, remote_info, max(float(remote_idle), MIN_IDLE), send_limit  # a tiny idle must not make us ping flat out
 
 
 # -- an authenticated connection --------------------------------------------------------------------------
@@ -241,7 +245,8 @@ class Peer:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, node: str,
                  remote_node: str, remote_info: dict[str, Any], handlers: dict[str, Handler],
-                 max_frame: int, idle_timeout: float, role: str, address: tuple[str, int]) -> None:
+                 max_frame: int, idle_timeout: float, role: str, address: tuple[str, int],
+                 send_limit: int | None = None) -> None:
         self.node = node
         self.remote_node = remote_node
         self.remote_info = remote_info
@@ -252,6 +257,7 @@ class Peer:
         self._reader, self._writer = reader, writer
         self._handlers = handlers
         self._max_frame = max_frame
+        self.max_frame = min(max_frame, send_limit or max_frame)  # the largest frame we may send
         self._decoder = Decoder(_unpack_limits(max_frame))
         self._idle = idle_timeout
         self._ids = itertools.count(1)
@@ -301,7 +307,7 @@ class Peer:
                 await self._writer.wait_closed()
 
     async def _send(self, msg: Any) -> None:
-        frame = encode(msg, self._max_frame)
+        frame = encode(msg, self.max_frame)
         if self.closed.is_set():
             raise ConnectionLost(f"connection to {self.remote_node!r} is closed ({self.close_reason})")
         self._writer.write(frame)  # one write per frame: frames never interleave
@@ -497,7 +503,7 @@ async def serve(host: str, port: int, *, secret: bytes, node: str, info: dict[st
         server._handshaking.add(task)
         try:
             async with asyncio.timeout(handshake_timeout):
-                remote, remote_info, remote_idle = await _handshake(
+                remote, remote_info, remote_idle, send_limit = await _handshake(
                     reader, writer, secret=secret, node=node, info=info, role="server",
                     idle_timeout=idle_timeout, max_frame=max_frame, where=where)
         except asyncio.CancelledError:
@@ -511,7 +517,8 @@ async def serve(host: str, port: int, *, secret: bytes, node: str, info: dict[st
         finally:
             server._handshaking.discard(task)
         peer = Peer(reader, writer, node=node, remote_node=remote, remote_info=remote_info, handlers=handlers,
-                    max_frame=max_frame, idle_timeout=min(idle_timeout, remote_idle), role="server", address=addr)
+                    max_frame=max_frame, idle_timeout=min(idle_timeout, remote_idle), role="server", address=addr,
+                    send_limit=send_limit)
         log.info("rpc: %r connected", peer)
         server.peers.add(peer)
         peer._on_close.append(server.peers.discard)
@@ -537,7 +544,7 @@ async def connect(host: str, port: int, *, secret: bytes, node: str, info: dict[
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port, ssl=ssl)
             tune_socket(writer.get_extra_info("socket"))
-            remote, remote_info, remote_idle = await _handshake(
+            remote, remote_info, remote_idle, send_limit = await _handshake(
                 reader, writer, secret=secret, node=node, info=info, role="client",
                 idle_timeout=idle_timeout, max_frame=max_frame, where=where)
     except BaseException as e:
@@ -550,7 +557,7 @@ async def connect(host: str, port: int, *, secret: bytes, node: str, info: dict[
         raise
     peer = Peer(reader, writer, node=node, remote_node=remote, remote_info=remote_info, handlers=handlers,
                 max_frame=max_frame, idle_timeout=min(idle_timeout, remote_idle), role="client",
-                address=(host, port))
+                address=(host, port), send_limit=send_limit)
     peer._start()
     return peer
 

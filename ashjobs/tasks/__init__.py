@@ -178,8 +178,19 @@ class _FinishHooks:
 
     def __call__(self, conn: Any, done: Any) -> None:
         t = _OVERRIDES.get(done.task) or _REGISTRY.get(done.task)
-        if t is not None and t.on_finish is not None:
+        if t is None or t.on_finish is None:
+            return
+        # A hook is a side effect: its bug must not undo (or block forever) the attempt being recorded.
+        conn.execute("SAVEPOINT finish_hook")
+        try:
             t.on_finish(conn, done)
+        except Exception:
+            conn.execute("ROLLBACK TO finish_hook")
+            import logging
+
+            logging.getLogger("ashjobs.tasks").exception(
+                "task %s: on_finish hook failed for job %s; the attempt is recorded anyway", done.task, done.job_id)
+        conn.execute("RELEASE finish_hook")
 
 
 run_finish_hooks = _FinishHooks()

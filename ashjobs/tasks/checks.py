@@ -56,7 +56,8 @@ async def tcp(host: str, port: int, timeout: str | float | None = None) -> dict[
     limit = _timeout(timeout, 5.0)
     started = time.monotonic()
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), limit)
+        async with asyncio.timeout(limit):  # not wait_for: on 3.11 it can swallow a racing cancel (a stop)
+            _, writer = await asyncio.open_connection(host, int(port))
     except (OSError, TimeoutError) as e:
         raise RuntimeError(f"tcp {host}:{port}: {_reason(e)}") from None
     rtt = time.monotonic() - started
@@ -95,7 +96,8 @@ async def http(url: str, expect_status: int = 200, timeout: str | float | None =
 
     limit = _timeout(timeout, 10.0)
     try:
-        status, elapsed = await asyncio.wait_for(asyncio.to_thread(_http_request, url, method, limit), limit + 1)
+        async with asyncio.timeout(limit + 1):
+            status, elapsed = await asyncio.to_thread(_http_request, url, method, limit)
     except (OSError, TimeoutError, http.client.HTTPException) as e:
         raise RuntimeError(f"http {url}: {_reason(e)}") from None
     if status != int(expect_status):
@@ -158,7 +160,8 @@ async def _ping_with_socket(address: str, family: int, count: int, limit: float)
             deadline = started + limit
             while (remaining := deadline - time.monotonic()) > 0:
                 try:
-                    packet, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), remaining)
+                    async with asyncio.timeout(remaining):
+                        packet, _ = await loop.sock_recvfrom(sock, 2048)
                 except TimeoutError:
                     break
                 if is_echo_reply(packet, seq, payload, v6=v6, ip_header=method == "raw" and not v6):
@@ -180,7 +183,8 @@ async def _ping_binary(host: str, count: int, limit: float) -> tuple[int, list[f
         ping, "-n", "-c", str(count), "-W", str(max(1, math.ceil(limit))), host,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), count * (limit + 1) + 2)
+        async with asyncio.timeout(count * (limit + 1) + 2):
+            out, _ = await proc.communicate()
     except (TimeoutError, asyncio.CancelledError):
         try:
             os.killpg(proc.pid, 9)
