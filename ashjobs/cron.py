@@ -212,10 +212,12 @@ def _expr_slots(expr: str, zone: str, start: float, reverse: bool) -> Iterator[f
 
     tz = _zone(zone)
     local = datetime.fromtimestamp(start, tz)
-    # Start a little before `start` in wall time: in a repeated hour, the wall time of `start` may come
-    # again after it (the fold's second pass); the filter below drops what is not after `start`.
-    back = timedelta(hours=-3 if reverse else 3)
-    naive = CronSim(expr, local.replace(tzinfo=None) - back, reverse=reverse)
+    # Inside a repeated hour the wall time of `start` comes again after it (the fold's second pass): start
+    # the wall-clock walk one fold earlier there; the filter below drops what is not after `start`.
+    wall_start = local.replace(tzinfo=None)
+    both = _instants(wall_start.replace(microsecond=0), tz)
+    fold = timedelta(seconds=both[-1] - both[0]) if len(both) == 2 else timedelta(0)
+    naive = CronSim(expr, wall_start + fold if reverse else wall_start - fold, reverse=reverse)
     if follows_wall_clock(expr):
         # Fixed times: each wall-clock time fires once, placed on the time line by the DST rules above.
         raw: Iterator[float] = (_wall_to_instant(dt, tz) for dt in naive)
