@@ -77,6 +77,7 @@ class LocalExecutor:
         self._dry: set[str] = set()
         self._tick = True
         self._results_since = 0.0  # monotonic time of the oldest result not yet submitted
+        self._maintain = True  # the next cycle re-reads paused queues and stages due jobs
         self._cycles: set[asyncio.Task[None]] = set()
         svc.on_wake(self.wake)
         svc.extras["executor"] = self
@@ -85,6 +86,7 @@ class LocalExecutor:
         if external:
             self._check_leases = True
         self._dry.clear()
+        self._maintain = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -99,20 +101,25 @@ class LocalExecutor:
             await self._sleep()
 
     async def _sleep(self) -> None:
+        if self._inflight >= MAX_INFLIGHT:
+            await self._wake.wait()  # a cycle's completion always wakes us: timers can wait for it
+            return
         timeout = MAX_IDLE_WAIT
         if self._next_due is not None:
             timeout = min(timeout, max(0.0, self._next_due - self.svc.clock.now()))
         if self.running:
             timeout = min(timeout, CHECK_EVERY)
-        if self.results:
-            timeout = min(timeout, max(0.0, self._results_since + FLUSH_AFTER - time.monotonic()))
+        flush_in = (self._results_since + FLUSH_AFTER - time.monotonic()) if self.results else timeout
+        if flush_in <= 0:
+            return  # waiting results are due: the loop flushes them now
         try:
             # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races with the wake-up.
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(min(timeout, flush_in)):
                 await self._wake.wait()
         except TimeoutError:
-            self._tick = True  # time-driven work: due jobs to stage, leases to renew, cancellations to check
-            self._dry.clear()
+            if flush_in >= timeout:  # not just the flush timer: time-driven work is due
+                self._tick = True  # stage due jobs, renew leases, check for cancellations
+                self._dry.clear()
 
     def _free(self) -> dict[str, int]:
         if not self.claiming or self.draining:
@@ -144,13 +151,18 @@ class LocalExecutor:
             self._last_renew = mono
         if check:
             self._last_check, self._check_leases = mono, False
+        # Staging due jobs and re-reading paused queues is needed after a wake-up, a tick, flushed results
+        # (retries) or when a job comes due: not in every claim of a busy queue.
+        maintain = (self._maintain or self._tick or bool(results)
+                    or (self._next_due is not None and self._next_due <= self.svc.clock.now()))
+        self._maintain = False
         self._inflight += 1
-        task = asyncio.create_task(self._cycle(results, free, renew, check))
+        task = asyncio.create_task(self._cycle(results, free, renew, check, maintain))
         self._cycles.add(task)
         task.add_done_callback(self._cycles.discard)
 
     async def _cycle(self, results: list[sql.Result], free: dict[str, int], renew: list[tuple[int, int]],
-                     check: list[tuple[int, int]]) -> None:
+                     check: list[tuple[int, int]], maintain: bool) -> None:
         now = self.svc.clock.now()
 
         def work(conn: sqlite3.Connection) -> Cycle:
@@ -161,13 +173,14 @@ class LocalExecutor:
             if check:
                 states = sql.states_of(conn, [job_id for job_id, _ in check])
                 gone = [job_id for job_id, token in check if states.get(job_id) != ("executing", token)]
-            sql.stage(conn, now)
-            paused = sql.paused_queues(conn)
+            if maintain:
+                sql.stage(conn, now)
+            paused = sql.paused_queues(conn) if maintain else self.paused
             claimed: list[sqlite3.Row] = []
             for queue, n in free.items():
                 if queue not in paused:
                     claimed.extend(sql.claim(conn, queue, n, self.node, now, LEASE_TTL))
-            return Cycle(claimed, refused, paused, sql.next_due(conn), gone)
+            return Cycle(claimed, refused, paused, sql.next_due(conn) if maintain else self._next_due, gone)
 
         try:
             cycle = await self.svc.write(work, durable=bool(results))
@@ -229,7 +242,11 @@ class LocalExecutor:
                 self._results_since = time.monotonic()
             self.results.append(result)
             _log_outcome(self.svc, result, running)
-        self._wake.set()
+        # Wake the loop only when it has something new to decide: the first waiting result arms the flush
+        # timer, a full batch flushes, and an idle loop may claim the freed slot. With a cycle in flight,
+        # its completion wakes the loop anyway (one wake-up per job would cost more than the job).
+        if len(self.results) in (1, FLUSH_AT) or self._inflight == 0 or result is None:
+            self._wake.set()
 
     async def drain(self, grace: float) -> None:
         """Stop claiming; let running jobs finish within `grace`; hand the rest back without burning attempts."""
