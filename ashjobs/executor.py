@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import time
 from collections import Counter
@@ -48,9 +49,10 @@ class Running:
 class Cycle:
     claimed: list[sqlite3.Row]
     refused: list[sql.Result]
-    paused: set[str]
+    paused: set[str] | None
     next_due: float | None
     gone: list[int]  # running jobs no longer executing under our lease (cancelled elsewhere)
+    looked: bool  # paused and next_due were read in this cycle
 
 
 class LocalExecutor:
@@ -65,6 +67,7 @@ class LocalExecutor:
         self.claiming = claim
         self.draining = False
         self.finished = 0
+        self.turns = 0  # loop iterations: an idle executor must not spin
         self._wake = asyncio.Event()
         self._check_leases = True
         self._last_renew = 0.0
@@ -91,6 +94,7 @@ class LocalExecutor:
 
     async def run(self) -> None:
         while True:
+            self.turns += 1
             self._wake.clear()
             if self._inflight < MAX_INFLIGHT:
                 flush = self._results_due()
@@ -109,7 +113,7 @@ class LocalExecutor:
             timeout = min(timeout, max(0.0, self._next_due - self.svc.clock.now()))
         if self.running:
             timeout = min(timeout, CHECK_EVERY)
-        flush_in = (self._results_since + FLUSH_AFTER - time.monotonic()) if self.results else timeout
+        flush_in = (self._results_since + FLUSH_AFTER - time.monotonic()) if self.results else math.inf
         if flush_in <= 0:
             return  # waiting results are due: the loop flushes them now
         try:
@@ -175,12 +179,13 @@ class LocalExecutor:
                 gone = [job_id for job_id, token in check if states.get(job_id) != ("executing", token)]
             if maintain:
                 sql.stage(conn, now)
-            paused = sql.paused_queues(conn) if maintain else self.paused
+            paused = sql.paused_queues(conn) if maintain else None
             claimed: list[sqlite3.Row] = []
             for queue, n in free.items():
-                if queue not in paused:
+                if queue not in (self.paused if paused is None else paused):
                     claimed.extend(sql.claim(conn, queue, n, self.node, now, LEASE_TTL))
-            return Cycle(claimed, refused, paused, sql.next_due(conn) if maintain else self._next_due, gone)
+            # A cycle that did not look leaves paused/next_due as they are (a concurrent one may have looked).
+            return Cycle(claimed, refused, paused, sql.next_due(conn) if maintain else None, gone, maintain)
 
         try:
             cycle = await self.svc.write(work, durable=bool(results))
@@ -196,8 +201,9 @@ class LocalExecutor:
             self._reserved.subtract(free)
             self._wake.set()
         self.finished += len(results)
-        self.paused = cycle.paused
-        self._next_due = cycle.next_due
+        if cycle.looked:
+            self.paused = cycle.paused or set()
+            self._next_due = cycle.next_due
         if results:  # flushed results may have made jobs available again (immediate retries)
             self._dry.clear()
         got = Counter(row["queue"] for row in cycle.claimed)

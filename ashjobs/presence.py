@@ -90,6 +90,10 @@ class DaemonLock:
 
 def listen_wake(data_dir: Path | str) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(wake_address(data_dir))
+    try:
+        s.bind(wake_address(data_dir))
+    except OSError as e:  # the lock file was replaced under a running daemon (e.g. the dir was recreated)
+        s.close()
+        raise AshError(f"{data_dir}: another ashjobs daemon is still serving this data dir ({e.strerror})") from None
     s.setblocking(False)
     return s

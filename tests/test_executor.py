@@ -228,3 +228,23 @@ def test_drain_hands_back_running_jobs_without_burning_attempts(tmp_path: Path) 
             assert (job.state, job.attempt, job.lease_token) == ("available", 0, None)
 
     run(main())
+
+
+@tasks.task("test.fail_once_slow_retry", backoff=lambda attempt: 0.5)
+async def fail_once_slow_retry(key: str) -> None:
+    order.append(7)
+    if order.count(7) < 2:
+        raise RuntimeError("first try fails")
+
+
+def test_waiting_for_a_retry_does_not_spin(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with _harness(tmp_path) as h:
+            job_id = h.insert("test.fail_once_slow_retry", {"key": "b"}, max_attempts=2)
+            await h.until(lambda: h.job(job_id).state == "retryable")
+            turns = h.executor.turns
+            await h.until(lambda: h.job(job_id).state == "completed", timeout=5)
+            # Half a second of waiting for the retry: a handful of wake-ups, not a busy loop.
+            assert h.executor.turns - turns < 50
+
+    run(main())
