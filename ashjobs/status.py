@@ -64,6 +64,11 @@ def collect(cfg: Config, clock: Clock) -> dict[str, Any]:
     return out
 
 
+# Column heads short enough for an 80-column terminal.
+_SHORT = {"available": "avail", "scheduled": "sched", "executing": "exec", "retryable": "retry",
+          "completed": "done", "discarded": "discard", "cancelled": "cancel"}
+
+
 def render(data: dict[str, Any]) -> Any:
     """A rich renderable of the status dict."""
     from rich.console import Group
@@ -85,7 +90,7 @@ def render(data: dict[str, Any]) -> Any:
         head.add_row("cluster", "  ".join(f"{k.replace('_', ' ')} {v}" for k, v in data["cluster"].items()))
     parts: list[Any] = [head]
     if data["queues"]:
-        q = Table("queue", "limit", "paused", *STATES, title="queues", title_justify="left", box=None)
+        q = Table("queue", "limit", "paused", *(_SHORT[s] for s in STATES), title="queues", title_justify="left", box=None)
         for name, info in data["queues"].items():
             q.add_row(name, str(info["limit"] or "-"), "yes" if info["paused"] else "",
                       *(str(info["jobs"][s]) for s in STATES))
