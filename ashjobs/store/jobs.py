@@ -546,11 +546,6 @@ def paused_queues(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM queues WHERE paused = 1")}
 
 
-def expired_leases(conn: sqlite3.Connection, now: float) -> list[tuple[int, str | None]]:
-    return [(r[0], r[1]) for r in conn.execute(
-        "SELECT id, lease_owner FROM jobs WHERE state = 'executing' AND lease_expires_at < ?", (now,))]
-
-
 def waiting_reasons(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Why routed jobs wait (set by the dispatcher in meta.waiting), e.g. "no poller for partition p1"."""
     out: dict[str, int] = {}
