@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from cluster_harness import Node, free_port, make_secret
 from conftest import Daemon
+from test_metrics import get, samples
 
 pytestmark = pytest.mark.slow
 
@@ -34,24 +35,6 @@ class JsonLogDaemon(Daemon):
         if wait:
             self.wait_ready()
         return self
-
-
-def get(url: str) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_json_logs_and_a_scrape_after_local_and_routed_jobs(tmp_path: Path, daemons: list) -> None:
