@@ -362,3 +362,38 @@ def entries(cfg: Config, environ: Mapping[str, str] | None = None) -> list[CronE
         own.add(entry.name)
         merged[entry.name] = entry
     return [effective(e, environ) for e in merged.values()]
+
+
+def check(cfg: Config) -> None:
+    """What the daemon's cron loop would refuse at start: built-in providers (triggers, trace summaries,
+    polls) and their schedule overrides, duplicate names, and tasks no loaded module registers."""
+    from ashjobs import tasks
+    from ashjobs.errors import ConfigError
+
+    where = cfg.path or "<config>"
+    for entry in entries(cfg):
+        try:
+            tasks.get(entry.task)
+        except tasks.UnknownTask as e:
+            raise ConfigError(f"{where}: cron[{entry.name!r}].task: {e}") from None
+        if entry.task == "ashjobs.resource.action":  # a scheduled action: its resource and action must exist
+            problem = _scheduled_action_problem(entry.args)
+            if problem:
+                raise ConfigError(f"{where}: cron[{entry.name!r}].args: {problem}")
+
+
+def _scheduled_action_problem(args: dict[str, object]) -> str | None:
+    from ashjobs import resources
+    from ashjobs.errors import UsageError
+
+    name, action = args.get("resource"), args.get("action")
+    if not isinstance(name, str) or not isinstance(action, str):
+        return "a scheduled action needs args = { resource = \"...\", action = \"...\" }"
+    try:
+        res = resources.get(name)
+    except UsageError as e:
+        return str(e)
+    if action not in res.actions:
+        return (f"resource {name!r} has no action {action!r} "
+                f"(known: {', '.join(sorted(res.actions)) or 'none'})")
+    return None

@@ -65,6 +65,10 @@ def run(cfg: Config, *, clock: Clock = SYSTEM) -> int:
     try:
         store = Store.from_config(cfg)
         tasks.load(cfg)
+        if "scheduler" in cfg.node.roles:
+            from ashjobs import cron
+
+            cron.check(cfg)  # a cron entry naming an unknown task is refused now, not at its first slot
         node = cfg.node.name
         with store.tx() as conn:
             rescued = sql.rescue(conn, clock.now(), owner=node, reason=f"{node} restarted while the job ran",

@@ -73,3 +73,13 @@ def test_scheduled_action_resource_and_action_are_checked(data_dir: Path, args: 
     path.write_text(f'[[cron]]\nname = "s"\nschedule = "0 3 * * *"\ntask = "ashjobs.resource.action"\nargs = {args}\n')
     p = Cli(data_dir, path).run("config", "check", check=False)
     assert p.returncode == 2 and p.stderr.startswith(f"ashjobs: {path}: cron['s'].args: ") and expect in p.stderr
+
+
+def test_run_refuses_a_cron_entry_with_an_unknown_task(tmp_path: Path) -> None:
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path / "bad.toml", '[[cron]]\nname = "x"\nschedule = "* * * * *"\ntask = "nope"\n')
+    data = tmp_path / "data"
+    p = Cli(data, cfg).run("run", check=False, timeout=30)
+    assert p.returncode == 2, p.stderr
+    assert "cron['x'].task: unknown task 'nope'" in p.stderr and str(cfg) in p.stderr

@@ -63,52 +63,18 @@ def config_check(env: Env, as_json: bool) -> None:
     """
     cfg = env.cfg
     env.load_tasks()
-    _check_cron(cfg)
+    try:
+        from ashjobs import cron
+    except ImportError:  # a copy without the cron loop
+        pass
+    else:
+        cron.check(cfg)
     data = cfg.as_dict()
     if as_json:
         emit_json({"path": str(cfg.path) if cfg.path else None, "config": data})
         return
     click.echo(f"# {cfg.path or 'built-in defaults (no config file found)'}: ok", err=True)
     click.echo(_to_toml(data))
-
-
-def _check_cron(cfg: object) -> None:
-    """What the daemon's cron loop would refuse at start: built-in providers (triggers, trace summaries,
-    polls) and their schedule overrides, duplicate names, and tasks no loaded module registers."""
-    try:
-        from ashjobs import cron
-    except ImportError:  # a copy without the cron loop
-        return
-    from ashjobs import tasks
-    from ashjobs.errors import ConfigError
-
-    where = getattr(cfg, "path", None) or "<config>"
-    for entry in cron.entries(cfg):  # type: ignore[arg-type]
-        try:
-            tasks.get(entry.task)
-        except tasks.UnknownTask as e:
-            raise ConfigError(f"{where}: cron[{entry.name!r}].task: {e}") from None
-        if entry.task == "ashjobs.resource.action":  # a scheduled action: its resource and action must exist
-            problem = _scheduled_action_problem(entry.args)
-            if problem:
-                raise ConfigError(f"{where}: cron[{entry.name!r}].args: {problem}")
-
-
-def _scheduled_action_problem(args: dict[str, object]) -> str | None:
-    from ashjobs import resources
-    from ashjobs.errors import UsageError
-
-    name, action = args.get("resource"), args.get("action")
-    if not isinstance(name, str) or not isinstance(action, str):
-        return "a scheduled action needs args = { resource = \"...\", action = \"...\" }"
-    try:
-        res = resources.get(name)
-    except UsageError as e:
-        return str(e)
-    if action not in res.actions:
-        return (f"resource {name!r} has no action {action!r} "
-                f"(known: {', '.join(sorted(res.actions)) or 'none'})")
-    return None
 
 
 def _to_toml(data: dict[str, object]) -> str:
