@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -148,6 +150,23 @@ def daemons() -> Iterator[list[Daemon]]:
     yield started
     for d in started:
         d.stop()
+
+
+@contextlib.contextmanager
+def open_services(cfg: Any, clock: Any = None, node: str = "n1") -> Iterator[Any]:
+    """The daemon's Services over a real store and writer, for testing one component in-process."""
+    from ashjobs.clock import FakeClock
+    from ashjobs.services import Services
+    from ashjobs.store import Store, Writer
+
+    store = Store(cfg.db_path)
+    writer = Writer(store)
+    try:
+        yield Services(cfg=cfg, store=store, writer=writer, clock=clock or FakeClock(), node=node,
+                       log=logging.getLogger("test"))
+    finally:
+        writer.close()
+        store.close()
 
 
 def write_config(path: Path, text: str) -> Path:

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import open_services
 from prometheus_client.parser import text_string_to_metric_families
 
 from ashjobs import config, health
@@ -16,7 +17,6 @@ from ashjobs.clock import FakeClock
 from ashjobs.errors import ConfigError
 from ashjobs.metrics import MetricsServer, parse_listen
 from ashjobs.services import Services
-from ashjobs.store import Store, Writer
 from ashjobs.store import jobs as jobs_sql
 
 
@@ -53,15 +53,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 @pytest.fixture
 def svc(tmp_path: Path):
-    cfg = config.from_dict({"metrics": {"listen": "127.0.0.1:0"}, "queues": {"checks": 2}},
-                           data_dir=str(tmp_path / "data"))
-    store = Store(cfg.db_path)
-    writer = Writer(store)
-    s = Services(cfg=cfg, store=store, writer=writer, clock=FakeClock(), node="n1",
-                 log=logging.getLogger("test"))
-    yield s
-    writer.close()
-    store.close()
+    with open_services(config.from_dict({"metrics": {"listen": "127.0.0.1:0"}, "queues": {"checks": 2}},
+                           data_dir=str(tmp_path / "data"))) as s:
+        yield s
 
 
 def run_jobs(svc: Services, outcomes: list[tuple[str, float]]) -> None:

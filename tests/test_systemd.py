@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import time
 from pathlib import Path
 
 import pytest
-from conftest import Cli, Daemon
+from conftest import Cli, Daemon, open_services
 
 from ashjobs import config, health
 from ashjobs.clock import FakeClock
 from ashjobs.services import Services
-from ashjobs.store import Store, Writer
 from ashjobs.store import jobs as jobs_sql
 from ashjobs.systemd import (
     Notifier,
@@ -88,14 +86,8 @@ def test_stale_components() -> None:
 
 @pytest.fixture
 def svc(tmp_path: Path):
-    cfg = config.from_dict({}, data_dir=str(tmp_path / "data"))
-    store = Store(cfg.db_path)
-    writer = Writer(store)
-    s = Services(cfg=cfg, store=store, writer=writer, clock=FakeClock(), node="n1",
-                 log=logging.getLogger("test"))
-    yield s
-    writer.close()
-    store.close()
+    with open_services(config.from_dict({}, data_dir=str(tmp_path / "data"))) as s:
+        yield s
 
 
 def listener(path: str) -> socket.socket:
